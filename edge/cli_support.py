@@ -1,0 +1,65 @@
+"""What every blastscope command line shares: one-line errors and the 0/1/2 exit codes.
+
+Exit codes: 0 success, 1 a failure the command found (bad model, failed gate, bad input),
+2 a usage error (argparse's own convention). A BlastscopeError prints one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from edge.errors import BlastscopeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def new_parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    return parser, sub
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, help_text: str, handler: Handler
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows defaults, bound to its handler."""
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.set_defaults(handler=handler)
+    return p
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse argv, run the chosen handler, turn BlastscopeError into `error: ...` and exit 1."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except BlastscopeError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,97 @@
+"""Golden images: the start-up check that the device preprocesses and infers like training did.
+
+golden.npz holds ``images`` (K, h, w, 3) uint8 raw inputs (all one size, as captured),
+``preprocessed`` (K, H, W, 3) float32 as the trainer's preprocessing produced them, and
+``expected`` (K, N) float32 probabilities of the float reference model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge.errors import BlastscopeError
+from edge.preprocessing import preprocess
+
+if TYPE_CHECKING:
+    from edge.bundle import Bundle
+
+
+class GoldenMismatchError(BlastscopeError):
+    """The device disagrees with the reference beyond tolerance on a golden image."""
+
+
+@dataclass(frozen=True)
+class GoldenReport:
+    count: int
+    preprocessing_identical: bool
+    max_preprocess_diff: float
+    max_abs_dp: float
+    top1_agreement: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.preprocessing_identical and self.max_abs_dp <= self.atol
+
+    def summary(self) -> str:
+        return (
+            f"golden set: {self.count} images, preprocessing "
+            f"{'identical' if self.preprocessing_identical else 'DIFFERS'} "
+            f"(max diff {self.max_preprocess_diff:.3g}), max |dp| {self.max_abs_dp:.4f} "
+            f"(tolerance {self.atol}), top-1 agreement {self.top1_agreement:.0%}"
+        )
+
+
+def write_golden(
+    path: Path, images: np.ndarray, preprocessed: np.ndarray, expected: np.ndarray
+) -> tuple[str, int]:
+    """Write golden.npz; return (sha256, count)."""
+    from edge.bundle import sha256_file
+
+    images = np.asarray(images, np.uint8)
+    if not (len(images) == len(preprocessed) == len(expected)) or len(images) == 0:
+        raise BlastscopeError(
+            "golden images, preprocessed inputs and outputs must be equal, non-zero counts"
+        )
+    with path.open("wb") as f:
+        np.savez_compressed(
+            f,
+            images=images,
+            preprocessed=np.asarray(preprocessed, np.float32),
+            expected=np.asarray(expected, np.float32),
+        )
+    return sha256_file(path), len(images)
+
+
+def check_golden(bundle: Bundle) -> GoldenReport | None:
+    """Re-run the bundle's golden images through edge preprocessing and the bundle's model."""
+    info = bundle.manifest.golden
+    if info is None:
+        return None
+    with np.load(bundle.path / info.file) as data:
+        images, reference_inputs, expected = data["images"], data["preprocessed"], data["expected"]
+    ours = np.stack([preprocess(img, bundle.spec) for img in images])
+    diff = float(np.abs(ours - reference_inputs).max())
+    probs = np.stack([bundle.probabilities(x) for x in ours])
+    return GoldenReport(
+        count=len(images),
+        preprocessing_identical=diff == 0.0,
+        max_preprocess_diff=diff,
+        max_abs_dp=float(np.abs(probs - expected).max()),
+        top1_agreement=float(np.mean(probs.argmax(1) == expected.argmax(1))),
+        atol=info.atol,
+    )
+
+
+def require_golden(bundle: Bundle) -> GoldenReport | None:
+    """check_golden, raising GoldenMismatchError if the bundle fails its own golden set."""
+    report = check_golden(bundle)
+    if report is not None and not report.passed:
+        raise GoldenMismatchError(
+            f"{bundle.path}: start-up parity check failed: {report.summary()}"
+        )
+    return report

@@ -1,0 +1,197 @@
+"""Bundles: write, load, classify; and every refusal names what differs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import BundleError, load_bundle, read_manifest, write_bundle
+from edge.golden import GoldenMismatchError, check_golden, require_golden
+from edge.preprocessing import PreprocessSpec, preprocess
+
+SPEC = PreprocessSpec(height=32, width=32, contrast="clahe")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, model: bytes, **kw) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bundle"
+    kw.setdefault("labels", ["HEM", "ALL"])
+    write_bundle(out, model, name="tiny", spec=SPEC, quantization="float32", **kw)
+    return out
+
+
+def _edit_manifest(path: Path, **changes) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads((path / "manifest.json").read_text())
+    data.update(changes)
+    (path / "manifest.json").write_text(json.dumps(data))
+
+
+def test_write_then_load_and_classify_real_image(tmp_path, tiny_tflite, field_image) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    bundle = load_bundle(path)
+    m = bundle.manifest
+    assert m.input.shape == [1, 32, 32, 3] and m.output.shape == [1, 2]
+    assert m.verification.status == "unverified" and not bundle.verified
+    p = bundle.probabilities(preprocess(field_image, bundle.spec))
+    assert p.shape == (2,) and abs(float(p.sum()) - 1.0) < 1e-5
+    assert bundle.spec == SPEC
+
+
+def test_golden_self_test_passes_and_catches_a_changed_preprocessing(
+    tmp_path, tiny_tflite, field_paths
+) -> None:  # type: ignore[no-untyped-def]
+    from edge.image_io import read_image
+
+    images = np.stack([read_image(p) for p in field_paths])
+    pre = np.stack([preprocess(i, SPEC) for i in images])
+    probe = _write(tmp_path / "probe", tiny_tflite)
+    expected = np.stack([load_bundle(probe).probabilities(x) for x in pre])
+    path = _write(
+        tmp_path, tiny_tflite, golden={"images": images, "preprocessed": pre, "expected": expected}
+    )
+    report = require_golden(load_bundle(path))
+    assert report is not None and report.passed and report.count == len(images)
+    assert report.preprocessing_identical and report.max_abs_dp < 1e-5
+    # A device whose preprocessing drifted from training (CLAHE -> none) must refuse to start.
+    data = json.loads((path / "manifest.json").read_text())
+    data["preprocessing"]["contrast"] = "none"
+    (path / "manifest.json").write_text(json.dumps(data))
+    drifted = load_bundle(path)
+    assert not check_golden(drifted).preprocessing_identical  # type: ignore[union-attr]
+    with pytest.raises(GoldenMismatchError, match="start-up parity check failed"):
+        require_golden(drifted)
+
+
+def test_refuses_changed_model_bytes(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    with (path / "model.tflite").open("ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(BundleError, match=r"sha256 .* differs from the manifest"):
+        load_bundle(path)
+
+
+def test_refuses_input_shape_mismatch(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    data = json.loads((path / "manifest.json").read_text())
+    data["input"]["shape"] = [1, 64, 64, 3]
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(
+        BundleError,
+        match=r"input shape \[1, 32, 32, 3\] differs from the manifest's \[1, 64, 64, 3\]",
+    ):
+        load_bundle(path)
+
+
+def test_refuses_preprocessing_size_mismatch(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    data = json.loads((path / "manifest.json").read_text())
+    data["preprocessing"]["height"] = 48
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="model input 32x32 differs from preprocessing 48x32"):
+        load_bundle(path)
+
+
+def test_refuses_label_count_mismatch(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite, labels=["HEM", "ALL"])
+    _edit_manifest(path, labels=["Benign", "Early", "Pre", "Pro"])
+    with pytest.raises(BundleError, match="4 labels but the model outputs 2 classes"):
+        load_bundle(path)
+
+
+def test_refuses_unknown_schema_version(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    _edit_manifest(path, schema_version=7)
+    with pytest.raises(
+        BundleError, match="schema_version 7 is unknown; this blastscope reads version 1"
+    ):
+        load_bundle(path)
+
+
+def test_refuses_double_scaling(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    data = json.loads((path / "manifest.json").read_text())
+    data["preprocessing"]["scaling"] = "unit"  # the graph already has Rescaling(1/255)
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="scaled twice or never"):
+        load_bundle(path)
+
+
+def test_refuses_unknown_manifest_key_and_missing_files(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    _edit_manifest(path, lables=["a", "b"])
+    with pytest.raises(BundleError, match="lables: Extra inputs are not permitted"):
+        read_manifest(path)
+    with pytest.raises(BundleError, match="not a bundle directory"):
+        load_bundle(tmp_path / "nowhere")
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(path)
+
+
+def test_refuses_a_model_that_is_not_tflite(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    (path / "model.tflite").write_bytes(b"\x00" * 64)
+    import hashlib
+
+    _edit_manifest(path, model_sha256=hashlib.sha256(b"\x00" * 64).hexdigest())
+    with pytest.raises(Exception, match="not a loadable LiteRT model"):
+        load_bundle(path)
+
+
+def test_backbone_head_form_checks_head_shape(tmp_path, tiny_tflite, field_image) -> None:  # type: ignore[no-untyped-def]
+    # Treat the tiny model's 2 outputs as a 2-d embedding and put a 2->3 head on it.
+    kernel = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]], np.float32)
+    path = _write(
+        tmp_path, tiny_tflite, labels=["a", "b", "c"], head=(kernel, np.zeros(3, np.float32))
+    )
+    bundle = load_bundle(path)
+    x = preprocess(field_image, SPEC)
+    emb = bundle.embeddings(x)
+    logits = emb @ kernel
+    np.testing.assert_allclose(
+        bundle.probabilities(x), np.exp(logits) / np.exp(logits).sum(), rtol=1e-5
+    )
+    np.savez(path / "head.npz", kernel=np.zeros((5, 3), np.float32), bias=np.zeros(3, np.float32))
+    with pytest.raises(BundleError, match=r"head\.npz: sha256"):
+        load_bundle(path)
+
+
+def test_edge_runs_with_tensorflow_blocked(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, tiny_tflite)
+    runner = str(ROOT / "tests" / "without_tensorflow.py")
+    help_out = subprocess.run(
+        [sys.executable, runner, "edge.cli", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert help_out.returncode == 0, help_out.stderr
+    assert "usage: edge" in help_out.stdout
+    inspect = subprocess.run(
+        [sys.executable, runner, "edge.cli", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    assert "labels     HEM, ALL" in inspect.stdout
+    # And the blocker really blocks.
+    probe = subprocess.run(
+        [sys.executable, runner, "tensorflow"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert probe.returncode != 0 and "blocked" in probe.stderr
+
+
+def test_edge_inspect_cli_reports_a_broken_bundle_in_one_line(
+    tmp_path, tiny_tflite, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from edge.cli import main
+
+    path = _write(tmp_path, tiny_tflite)
+    assert main(["inspect", str(path)]) == 0
+    _edit_manifest(path, labels=["a", "b", "c"])
+    assert main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 labels but the model outputs 2 classes" in err[0]
