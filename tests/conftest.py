@@ -49,22 +49,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-def _tiny_keras(input_size: int = 32, classes: int = 2):  # type: ignore[no-untyped-def]
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((input_size, input_size, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
-
-
 @pytest.fixture(scope="session")
 def tiny_tflite() -> bytes:
     """A real (untrained) tiny Keras classifier at 32x32 converted to float32 LiteRT."""
+    import keras
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(_tiny_keras())
+    from trainer.models import create_model
+
+    keras.utils.set_random_seed(0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(create_model("tiny", 2).model)
     return bytes(converter.convert())

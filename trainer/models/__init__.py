@@ -1,0 +1,7 @@
+"""The model registry: `create_model(name, num_classes=...)` for every supported backbone."""
+
+from trainer.models import keras_apps as _keras_apps  # noqa: F401  (registers models)
+from trainer.models import tiny as _tiny  # noqa: F401  (registers models)
+from trainer.models.registry import BuiltModel, ModelInfo, create_model, list_models, model_info
+
+__all__ = ["BuiltModel", "ModelInfo", "create_model", "list_models", "model_info"]
