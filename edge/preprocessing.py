@@ -2,6 +2,9 @@
 
 Pipeline (seed 000, section 3.2), each step switched by `PreprocessSpec`:
 
+0. optional colour normalisation (ours, not the seeds'): ``reinhard`` moves each image's
+   Lab mean and spread to fixed targets, so stain colour and illumination cast stop being a
+   shortcut (Taleqani's classes differ in stain colour; see ../shared/data/README.md);
 1. artefact mask (equation 2): per RGB channel, ``i - min_local(i)`` where ``i`` is above the
    minimum of its ``mask_window`` x ``mask_window`` neighbourhood, 0 elsewhere, so flat
    background, text and dust plateaus go to 0 and cell structure stays;
@@ -36,6 +39,12 @@ Contrast = Literal["none", "hist_eq", "clahe"]
 ResizePolicy = Literal["pad", "center_crop", "stretch"]
 Interpolation = Literal["area", "linear", "cubic", "nearest"]
 Scaling = Literal["none", "unit", "symmetric", "minmax"]
+ColourNormalisation = Literal["none", "reinhard"]
+
+# Reinhard targets in OpenCV's 8-bit Lab (L 0..255, a/b offset by 128): a neutral, mid-light
+# smear. Any fixed values work; what matters is that every image is mapped to the same ones.
+_LAB_TARGET_MEAN = np.array([180.0, 136.0, 120.0])
+_LAB_TARGET_STD = np.array([40.0, 8.0, 10.0])
 
 _INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
@@ -62,6 +71,7 @@ class PreprocessSpec:
 
     height: int = 224
     width: int = 224
+    colour_normalisation: ColourNormalisation = "none"
     artefact_mask: bool = False
     mask_window: int = 15
     contrast: Contrast = "none"
@@ -156,6 +166,18 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+def normalise_colour(image: np.ndarray, method: ColourNormalisation) -> np.ndarray:
+    """Reinhard colour transfer: per Lab channel, (x - mean) / std * target_std + target_mean."""
+    if method == "none":
+        return image
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2Lab).astype(np.float64)
+    mean = lab.mean(axis=(0, 1))
+    std = np.maximum(lab.std(axis=(0, 1)), 1.0)  # a flat channel is not stretched into noise
+    out = (lab - mean) / std * _LAB_TARGET_STD + _LAB_TARGET_MEAN
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(out, cv2.COLOR_Lab2RGB)
+
+
 def artefact_mask(image: np.ndarray, window: int) -> np.ndarray:
     """Equation 2: per channel, i - min over the window where i > that minimum, else 0."""
     kernel = np.ones((window, window), np.uint8)
@@ -238,8 +260,8 @@ def scale_values(image: np.ndarray, scaling: Scaling) -> np.ndarray:
 
 
 def preprocess_uint8(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Steps 1-4 (mask, contrast, channel-mean filter, resize): HxWx3 uint8 at the model size."""
-    x = _as_rgb_uint8(image)
+    """Steps 0-4 (colour, mask, contrast, channel-mean filter, resize): uint8 at the model size."""
+    x = normalise_colour(_as_rgb_uint8(image), spec.colour_normalisation)
     if spec.artefact_mask:
         x = artefact_mask(x, spec.mask_window)
     x = normalise_contrast(x, spec.contrast, spec.clahe_clip, spec.clahe_tile)

@@ -164,3 +164,22 @@ def test_bad_image_input_is_a_clear_error() -> None:
         preprocess(np.zeros((10, 10, 2), np.uint8), spec)
     grey = preprocess(np.full((10, 10), 9, np.uint8), PreprocessSpec(height=8, width=8))
     assert grey.shape == (8, 8, 3) and np.all(grey == 9)
+
+
+def test_reinhard_maps_differently_tinted_copies_to_the_same_colour(
+    field_image: np.ndarray,
+) -> None:
+    from edge.preprocessing import normalise_colour
+
+    # The same field under a bluish and a yellowish cast (stain or lamp drift).
+    blue = np.clip(field_image.astype(int) * [0.85, 0.9, 1.0] + [0, 0, 20], 0, 255).astype(np.uint8)
+    yellow = np.clip(field_image.astype(int) * [1.0, 1.0, 0.8] + [15, 10, 0], 0, 255).astype(
+        np.uint8
+    )
+    before = np.abs(blue.astype(int).mean((0, 1)) - yellow.astype(int).mean((0, 1))).max()
+    nb, ny = normalise_colour(blue, "reinhard"), normalise_colour(yellow, "reinhard")
+    after = np.abs(nb.astype(int).mean((0, 1)) - ny.astype(int).mean((0, 1))).max()
+    assert before > 20 and after < 3
+    lab = cv2.cvtColor(nb, cv2.COLOR_RGB2Lab).reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(lab, [180, 136, 120], atol=4)
+    assert normalise_colour(field_image, "none") is field_image
