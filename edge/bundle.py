@@ -93,6 +93,7 @@ class Provenance(_Strict):
     split: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
+    conversion: dict[str, Any] | None = None  # quantisation, calibration set, converter version
 
 
 class Manifest(_Strict):

@@ -1,0 +1,109 @@
+"""Keras -> LiteRT flatbuffer for each quantisation, and the backbone/head split.
+
+float32: plain conversion. float16: weights stored as float16, dequantised at load.
+dynamic: int8 weights, float activations quantised on the fly (no calibration; on x86 often the
+slowest, see ANCHORS). int8: full-integer with uint8 (or int8) input and output, calibrated on
+real images; anything that cannot be quantised is an error, not a silent float fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from converters.errors import ConverterError, ModelFileError
+from converters.tf_env import keras, silenced, tensorflow
+from edge.bundle import Quantization
+from edge.errors import BlastscopeError
+
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+IoType = Literal["uint8", "int8"]
+Representative = Callable[[], Iterator[list[np.ndarray]]]
+
+EMBEDDING_LAYER = "embedding"
+HEAD_LAYER = "head"
+
+
+def convert(
+    model: Any,
+    quantization: str,
+    representative: Representative | None = None,
+    io_type: IoType = "uint8",
+) -> bytes:
+    """Convert a Keras model; int8 needs `representative` (real calibration images)."""
+    tf = tensorflow()
+    if quantization not in QUANTIZATIONS:
+        raise ConverterError(
+            f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
+        )
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        if representative is None:
+            raise ConverterError("int8 conversion needs calibration images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = tf.uint8 if io_type == "uint8" else tf.int8
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    try:
+        with silenced():
+            return bytes(converter.convert())
+    except BlastscopeError:  # e.g. an unreadable calibration image, raised inside convert()
+        raise
+    except Exception as exc:  # the MLIR converter raises ConverterError, RuntimeError, ...
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        hint = (
+            " (an op without an int8 kernel: try --quantize dynamic or float16)"
+            if quantization == "int8"
+            else ""
+        )
+        raise ConverterError(
+            f"LiteRT conversion to {quantization} failed: {first[:300]}{hint}"
+        ) from None
+
+
+def split_backbone_head(model: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(backbone image -> embedding, head kernel (D, N), head bias (N,)) of a trainer classifier.
+
+    The head must be the softmax Dense layer named "head" fed (through dropout only) by the
+    pooled "embedding" layer, so softmax(embedding @ kernel + bias) is the model's output.
+    """
+    k = keras()
+    try:
+        embedding = model.get_layer(EMBEDDING_LAYER)
+        head = model.get_layer(HEAD_LAYER)
+    except ValueError:
+        names = ", ".join(layer.name for layer in model.layers[-4:])
+        raise ModelFileError(
+            f"model {model.name!r} has no '{EMBEDDING_LAYER}' and '{HEAD_LAYER}' layers (its last "
+            f"layers: {names}); the fine-tunable form needs a classifier built by the trainer's "
+            "model registry; export --form classifier instead"
+        ) from None
+    if not isinstance(head, k.layers.Dense):
+        raise ModelFileError(f"layer '{HEAD_LAYER}' is a {type(head).__name__}, not Dense")
+    activation = getattr(head.activation, "__name__", str(head.activation))
+    if activation != "softmax":
+        raise ModelFileError(
+            f"layer '{HEAD_LAYER}' has activation {activation!r}; the bundle applies softmax to "
+            "the head's logits, so the head must be a softmax Dense layer"
+        )
+    weights = head.get_weights()
+    if len(weights) != 2:
+        raise ModelFileError(f"layer '{HEAD_LAYER}' has no bias; expected kernel and bias")
+    kernel, bias = (np.asarray(w, np.float32) for w in weights)
+    backbone = k.Model(model.input, embedding.output, name=f"{model.name}_backbone")
+    if tuple(backbone.output_shape[1:]) != (kernel.shape[0],):
+        raise ModelFileError(
+            f"embedding shape {backbone.output_shape[1:]} does not feed a head of "
+            f"{kernel.shape[0]} inputs"
+        )
+    return backbone, kernel, bias

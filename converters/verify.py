@@ -1,0 +1,392 @@
+"""`converters verify`: the acceptance gate between a (quantised) bundle and its float original.
+
+Both run on the same labelled images through the same edge preprocessing. The gate passes when
+top-1 agreement is at least `min_agreement`, no class's recall drops by more than
+`max_recall_drop`, max |dp| is within `max_abs_dp` if one is set, and the bundle passes its own
+golden self-test (else the device would refuse it anyway). The result is written into the
+bundle's manifest; a bundle that never passed stays "unverified".
+
+|dp| per image is the largest absolute difference over classes between the two probability
+vectors; the report gives its max and mean over images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from converters.errors import ConverterError, GateFailedError
+from converters.image_sets import LabelledFile, per_class, scan_folder
+from converters.progress import progress, stage
+from edge.bundle import (
+    Bundle,
+    BundleError,
+    Verification,
+    load_bundle,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from edge.golden import GoldenReport, check_golden
+from edge.image_io import read_image
+from edge.preprocessing import preprocess
+from trainer.metrics import wilson_interval
+
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_agreement: float = 0.99  # fraction of images with the same top-1 class
+    max_recall_drop: float = 0.01  # largest allowed fall in any class's recall (0.01 = 1 point)
+    max_abs_dp: float | None = None  # optional bound on max |dp|
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Reference(Protocol):
+    description: str
+    kind: str
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class KerasReference:
+    kind = "keras"
+
+    def __init__(self, path: Path, bundle: Bundle) -> None:
+        from converters.tf_env import load_keras_model
+
+        self.description = str(path)
+        self.model = load_keras_model(path)
+        classes = self.model.output_shape[-1]
+        size = tuple(self.model.input_shape[1:3])
+        if classes != len(bundle.labels) or size != bundle.spec.size:
+            raise ConverterError(
+                f"--reference {path}: takes {size[0]}x{size[1]} and outputs {classes} classes, "
+                f"the bundle {bundle.spec.height}x{bundle.spec.width} and {len(bundle.labels)}: "
+                "not the model this bundle was exported from"
+            )
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        from converters.tf_env import keras_predict
+
+        return keras_predict(self.model, batch)
+
+
+class BundleReference:
+    kind = "bundle"
+
+    def __init__(self, path: Path, bundle: Bundle) -> None:
+        self.description = str(path)
+        self.bundle = load_bundle(path)
+        m = self.bundle.manifest
+        if m.quantization not in ("float32", "float16"):
+            raise ConverterError(
+                f"--reference {path}: is a {m.quantization} bundle; the reference must be float "
+                "(a .keras model or a float32 bundle)"
+            )
+        if m.labels != bundle.labels:
+            raise ConverterError(
+                f"--reference {path}: labels {m.labels} differ from the bundle's {bundle.labels}"
+            )
+        if self.bundle.spec != bundle.spec:
+            raise ConverterError(
+                f"--reference {path}: its preprocessing differs from the bundle's; both must see "
+                "the same inputs"
+            )
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return np.stack([self.bundle.probabilities(x) for x in batch])
+
+
+def resolve_reference(bundle: Bundle, reference: Path | None) -> Reference:
+    """--reference (a .keras model or a float bundle), else the model the bundle came from."""
+    if reference is None:
+        prov = bundle.manifest.provenance
+        source = Path(prov.source_model) if prov.source_model else None
+        if source is None or not source.is_file():
+            raise ConverterError(
+                f"{bundle.path}: its source model {prov.source_model or '(not recorded)'} is not "
+                "on this machine; pass --reference MODEL.keras or a float32 bundle"
+            )
+        if prov.source_model_sha256 and sha256_file(source) != prov.source_model_sha256:
+            raise ConverterError(
+                f"{source}: changed since this bundle was exported (sha256 differs); pass "
+                "--reference explicitly or re-export"
+            )
+        reference = source
+    if reference.is_dir():
+        return BundleReference(reference, bundle)
+    return KerasReference(reference, bundle)
+
+
+@dataclass
+class ClassResult:
+    label: str
+    n: int
+    recall: float | None
+    reference_recall: float | None
+
+    @property
+    def delta(self) -> float | None:
+        if self.recall is None or self.reference_recall is None:
+            return None
+        return self.recall - self.reference_recall
+
+
+@dataclass
+class VerifyReport:
+    bundle: str
+    quantization: str
+    form: str
+    reference: str
+    reference_kind: str
+    data: str
+    n_images: int
+    agreement: float
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    reference_accuracy: float
+    reference_accuracy_ci: tuple[float, float]
+    per_class: list[ClassResult]
+    max_abs_dp: float
+    mean_abs_dp: float
+    thresholds: Thresholds
+    golden: GoldenReport | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "failures": self.failures,
+            "bundle": self.bundle,
+            "quantization": self.quantization,
+            "form": self.form,
+            "reference": self.reference,
+            "reference_kind": self.reference_kind,
+            "data": self.data,
+            "n_images": self.n_images,
+            "agreement": self.agreement,
+            "accuracy": self.accuracy,
+            "accuracy_ci95": list(self.accuracy_ci),
+            "reference_accuracy": self.reference_accuracy,
+            "reference_accuracy_ci95": list(self.reference_accuracy_ci),
+            "per_class": [
+                {
+                    "label": c.label,
+                    "n": c.n,
+                    "recall": c.recall,
+                    "reference_recall": c.reference_recall,
+                    "recall_delta": c.delta,
+                }
+                for c in self.per_class
+            ],
+            "max_abs_dp": self.max_abs_dp,
+            "mean_abs_dp": self.mean_abs_dp,
+            "thresholds": self.thresholds.to_dict(),
+            "golden": None
+            if self.golden is None
+            else {"passed": self.golden.passed, "summary": self.golden.summary()},
+        }
+
+    def table(self) -> str:
+        def pct(x: float | None) -> str:
+            return "   n/a" if x is None else f"{100 * x:5.1f}%"
+
+        def ci(lo_hi: tuple[float, float]) -> str:
+            return f"[{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]"
+
+        differ = round((1 - self.agreement) * self.n_images)
+        t = self.thresholds
+        lines = [
+            f"bundle     {self.bundle}  ({self.quantization}, {self.form})",
+            f"reference  {self.reference}  ({self.reference_kind}, float)",
+            f"data       {self.data}: {self.n_images} images",
+            f"accuracy   bundle {pct(self.accuracy)} {ci(self.accuracy_ci)}   reference "
+            f"{pct(self.reference_accuracy)} {ci(self.reference_accuracy_ci)}  (95% Wilson CI)",
+            f"agreement  {pct(self.agreement)} top-1 ({differ} of {self.n_images} differ; "
+            f"gate >= {100 * t.min_agreement:.1f}%)",
+            f"|dp|       max {self.max_abs_dp:.4f}  mean {self.mean_abs_dp:.4f}"
+            + (f"  (gate <= {t.max_abs_dp})" if t.max_abs_dp is not None else ""),
+            f"{'class':<16}{'n':>6}{'recall':>9}{'reference':>11}{'delta':>9}",
+        ]
+        for c in self.per_class:
+            delta = "    n/a" if c.delta is None else f"{100 * c.delta:+7.1f}"
+            lines.append(
+                f"{c.label:<16}{c.n:>6}{pct(c.recall):>9}{pct(c.reference_recall):>11}{delta:>9}"
+            )
+        lines.append(
+            f"{'':<16}(gate: no class down more than {100 * t.max_recall_drop:.1f} points)"
+        )
+        if self.golden is not None:
+            lines.append(self.golden.summary())
+        if self.n_images and self.n_images < 100:
+            lines.append(
+                f"note       {self.n_images} images: one disagreement moves agreement by "
+                f"{100 / self.n_images:.1f} points; verify on a few hundred for a meaningful gate"
+            )
+        verdict = "PASSED" if self.passed else "FAILED: " + "; ".join(self.failures)
+        lines.append(f"result     {verdict}")
+        return "\n".join(lines)
+
+
+def _recall(y: np.ndarray, pred: np.ndarray, c: int) -> float | None:
+    mask = y == c
+    return float(np.mean(pred[mask] == c)) if mask.any() else None
+
+
+def summarise(
+    labels: Sequence[str],
+    y: np.ndarray,
+    p_bundle: np.ndarray,
+    p_reference: np.ndarray,
+    thresholds: Thresholds,
+) -> dict[str, Any]:
+    """The gate's numbers and its failures, from true labels and both models' probabilities."""
+    n = len(y)
+    pred, ref = p_bundle.argmax(1), p_reference.argmax(1)
+    correct, ref_correct = int((pred == y).sum()), int((ref == y).sum())
+    dp = np.abs(p_bundle - p_reference).max(axis=1)
+    per_class = [
+        ClassResult(label, int((y == c).sum()), _recall(y, pred, c), _recall(y, ref, c))
+        for c, label in enumerate(labels)
+    ]
+    agreement = float(np.mean(pred == ref))
+    failures = []
+    if agreement < thresholds.min_agreement:
+        failures.append(
+            f"top-1 agreement {100 * agreement:.1f}% < {100 * thresholds.min_agreement:.1f}%"
+        )
+    for c in per_class:
+        # A tiny epsilon so a drop of exactly the threshold (e.g. 1 of 100) is not a failure.
+        if c.delta is not None and -c.delta > thresholds.max_recall_drop + 1e-9:
+            failures.append(
+                f"recall of {c.label} down {-100 * c.delta:.1f} points "
+                f"(> {100 * thresholds.max_recall_drop:.1f})"
+            )
+    max_dp = float(dp.max())
+    if thresholds.max_abs_dp is not None and max_dp > thresholds.max_abs_dp:
+        failures.append(f"max |dp| {max_dp:.4f} > {thresholds.max_abs_dp}")
+    return {
+        "n_images": n,
+        "agreement": agreement,
+        "accuracy": correct / n,
+        "accuracy_ci": wilson_interval(correct, n),
+        "reference_accuracy": ref_correct / n,
+        "reference_accuracy_ci": wilson_interval(ref_correct, n),
+        "per_class": per_class,
+        "max_abs_dp": max_dp,
+        "mean_abs_dp": float(dp.mean()),
+        "failures": failures,
+    }
+
+
+def _labelled_files(data: Path, labels: Sequence[str]) -> list[LabelledFile]:
+    files = scan_folder(data, require_labels=True)
+    unknown = sorted(set(per_class(files)) - set(labels))
+    if unknown:
+        raise ConverterError(
+            f"{data}: class folder(s) {unknown} are not labels of the bundle "
+            f"({', '.join(labels)}); rename or remove them"
+        )
+    return files
+
+
+def evaluate(
+    bundle: Bundle, reference: Reference, files: Sequence[LabelledFile]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true class index, bundle probabilities, reference probabilities) for every file."""
+    index = {label: i for i, label in enumerate(bundle.labels)}
+    y = np.array([index[f.label] for f in files], np.int64)
+    ours: list[np.ndarray] = []
+    theirs: list[np.ndarray] = []
+    chunk: list[np.ndarray] = []
+
+    def flush() -> None:
+        # The reference runs in batches (Keras is slow per image); the bundle as the device does.
+        x = np.stack(chunk)
+        ours.append(np.stack([bundle.probabilities(xi) for xi in x]))
+        theirs.append(reference.probabilities(x))
+        chunk.clear()
+
+    for f in progress(files, len(files), "verifying"):
+        chunk.append(preprocess(read_image(f.path), bundle.spec))
+        if len(chunk) == BATCH:
+            flush()
+    if chunk:
+        flush()
+    return y, np.concatenate(ours), np.concatenate(theirs)
+
+
+def verify(
+    bundle_dir: Path,
+    data: Path,
+    reference: Path | None = None,
+    thresholds: Thresholds | None = None,
+    record: bool = True,
+) -> VerifyReport:
+    """Run the gate; write the verdict into the bundle's manifest unless record=False."""
+    thresholds = thresholds or Thresholds()
+    bundle = load_bundle(bundle_dir)
+    files = _labelled_files(data, bundle.labels)
+    stage(f"loading reference for {bundle_dir}")
+    ref = resolve_reference(bundle, reference)
+    y, p_bundle, p_ref = evaluate(bundle, ref, files)
+    numbers = summarise(bundle.labels, y, p_bundle, p_ref, thresholds)
+    golden = check_golden(bundle)
+    if golden is not None and not golden.passed:
+        numbers["failures"].append("the bundle fails its own golden self-test")
+    m = bundle.manifest
+    report = VerifyReport(
+        bundle=str(bundle_dir),
+        quantization=m.quantization,
+        form=m.form,
+        reference=ref.description,
+        reference_kind=ref.kind,
+        data=str(data),
+        thresholds=thresholds,
+        golden=golden,
+        **numbers,
+    )
+    if record:
+        record_verification(bundle_dir, m.model_sha256, report)
+    return report
+
+
+def record_verification(bundle_dir: Path, model_sha256: str, report: VerifyReport) -> None:
+    """Write the verdict into manifest.json (atomically), tied to the model bytes it was run on."""
+    manifest = read_manifest(bundle_dir)
+    if manifest.model_sha256 != model_sha256:
+        raise BundleError(f"{bundle_dir}: the model changed while it was being verified")
+    details = report.to_dict()
+    details["model_sha256"] = model_sha256
+    manifest.verification = Verification(
+        status="passed" if report.passed else "failed",
+        at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        data=report.data,
+        reference=report.reference,
+        n_images=report.n_images,
+        agreement=report.agreement,
+        thresholds=report.thresholds.to_dict(),
+        details=details,
+    )
+    write_manifest(bundle_dir, manifest)
+
+
+def require_passed(report: VerifyReport) -> None:
+    if not report.passed:
+        raise GateFailedError(
+            f"{report.bundle}: verification FAILED ({'; '.join(report.failures)}); "
+            "the bundle is marked failed and must not go to a device"
+        )

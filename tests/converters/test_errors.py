@@ -1,0 +1,95 @@
+"""Bad inputs get one clear line and exit 1 (usage errors exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from converters.cli import main
+
+
+def _one_line_error(capsys) -> str:  # type: ignore[no-untyped-def]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("converters: error: ")
+    return err[0]
+
+
+def test_missing_model_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["export", str(tmp_path / "nope.keras"), "--out", str(tmp_path / "b")]) == 1
+    assert "nope.keras: no such file" in _one_line_error(capsys)
+
+
+def test_non_keras_model_files(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    text = tmp_path / "model.txt"
+    text.write_text("not a model")
+    assert main(["export", str(text), "--out", str(tmp_path / "b")]) == 1
+    assert "not a Keras model file (suffix '.txt')" in _one_line_error(capsys)
+    fake = tmp_path / "model.keras"
+    fake.write_text("not a zip")
+    assert main(["export", str(fake), "--out", str(tmp_path / "b")]) == 1
+    assert "a .keras file is a zip archive" in _one_line_error(capsys)
+    assert main(["verify", str(tmp_path / "nobundle"), "--data", str(tmp_path)]) == 1
+    assert "not a bundle directory" in _one_line_error(capsys)
+
+
+def test_unknown_quantisation_is_a_usage_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "m.keras", "--out", str(tmp_path), "--quantize", "int4"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'int4'" in err and "float32" in err and "int8" in err
+
+
+@pytest.mark.slow
+def test_empty_calibration_folder(trained_run: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty"
+    (empty / "WBC").mkdir(parents=True)
+    args = ["export", str(trained_run / "model.keras"), "--out", str(tmp_path / "b")]
+    assert main([*args, "--calibration", str(empty)]) == 1
+    assert "empty: no images found" in _one_line_error(capsys)
+    assert main([*args, "--calibration", str(tmp_path / "missing")]) == 1
+    assert "missing: no such folder" in _one_line_error(capsys)
+    assert not (tmp_path / "b").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_int8_without_any_calibration_source(trained_run: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(trained_run / "model.keras", run)
+    info = json.loads((trained_run / "training.json").read_text())
+    info["split_file"] = "absent.json"
+    (run / "training.json").write_text(json.dumps(info))
+    assert main(["export", str(run / "model.keras"), "--out", str(tmp_path / "b")]) == 1
+    assert "int8 needs calibration images" in _one_line_error(capsys)
+    # Float exports need no calibration; they just have no golden set to self-test with.
+    args = ["export", str(run / "model.keras"), "--out", str(tmp_path / "f"), "--quantize"]
+    assert main([*args, "float16"]) == 0
+    assert "cannot self-test" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_labels_and_preprocessing_must_fit_the_model(
+    trained_run: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    args = ["export", str(trained_run / "model.keras"), "--out", str(tmp_path / "b")]
+    assert main([*args, "--labels", "WBC,RBC"]) == 1
+    assert "contradicts" in _one_line_error(capsys)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(trained_run / "model.keras", alone)
+    spec = json.loads((trained_run / "training.json").read_text())["preprocessing"]
+    spec["height"] = spec["width"] = 64
+    (tmp_path / "spec64.json").write_text(json.dumps(spec))
+    args = ["export", str(alone / "model.keras"), "--out", str(tmp_path / "b")]
+    args += ["--calibration", str(trained_run), "--preprocessing", str(tmp_path / "spec64.json")]
+    assert main([*args, "--labels", "a,b,c"]) == 1
+    assert "model input 32x32 differs from the preprocessing 64x64" in _one_line_error(capsys)
+    (tmp_path / "bad.json").write_text(json.dumps({"height": 32, "colour": "blue"}))
+    args[-1] = str(tmp_path / "bad.json")
+    assert main([*args, "--labels", "a,b"]) == 1
+    assert "unknown key(s) ['colour']" in _one_line_error(capsys)
