@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from edge.cli_support import add_command, new_parser, run_cli
 
@@ -31,6 +35,168 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags as a config fragment that overrides the file."""
+    from edge.config import parse_source_spec
+
+    ov: dict[str, Any] = {}
+    a = {k: v for k, v in vars(args).items() if v is not None}
+    if "bundle" in a:
+        ov["bundle"] = str(Path(a["bundle"]).resolve())
+    if "source" in a:
+        ov["source"] = parse_source_spec(a["source"])
+        if "path" in ov["source"]:
+            ov["source"]["path"] = str(Path(ov["source"]["path"]).resolve())
+    if a.get("watch"):
+        ov.setdefault("source", {})["watch"] = True
+    if "broker" in a:
+        ov.setdefault("mqtt", {})["broker"] = a["broker"]
+    if "device" in a:
+        ov["device"] = a["device"]
+    if "outbox" in a:
+        ov.setdefault("outbox", {})["path"] = str(Path(a["outbox"]).resolve())
+    if "threads" in a:
+        ov["threads"] = a["threads"]
+    return ov
+
+
+def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    from edge.config import load_config, merge
+
+    return load_config(getattr(args, "config", None), merge(extra or {}, _overrides(args)))
+
+
+def _demo_overrides(args: argparse.Namespace, state: Path) -> dict[str, Any]:
+    from edge.demo import DEMO_BUNDLE, DEMO_DEVICE, DEMO_FRAMES, DEMO_INTERVAL_S
+    from edge.errors import BlastscopeError
+
+    if "bundle" not in vars(args) and not (DEMO_BUNDLE / "manifest.json").is_file():
+        raise BlastscopeError(
+            f"the demo bundle is not installed at {DEMO_BUNDLE}; give one with --bundle DIR"
+        )
+    return {
+        "device": DEMO_DEVICE,
+        "bundle": str(DEMO_BUNDLE),
+        "source": {"kind": "folder", "path": str(DEMO_FRAMES), "interval_s": DEMO_INTERVAL_S},
+        "mqtt": {"broker": "embedded", "reconnect_min_s": 0.2, "reconnect_max_s": 2},
+        "outbox": {"path": str(state / "outbox.sqlite3")},
+        "health": {"interval_s": 0},
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge.errors import BlastscopeError
+
+    if not ({"config", "bundle"} & set(vars(args)) or args.demo):
+        raise BlastscopeError(
+            "nothing to run: give --config FILE, or --bundle DIR --source SPEC, "
+            "or try `edge run --demo`"
+        )
+    if args.demo:
+        with tempfile.TemporaryDirectory(prefix="blastscope-demo-") as state:
+            return _run_demo(_load(args, _demo_overrides(args, Path(state))))
+    cfg = _load(args)
+    from edge.startup import broker_for, run
+
+    with broker_for(cfg) as live:
+        _announce(cfg, live)
+        return run(live, once=args.once, on_published=_printer() if args.print else None)
+
+
+def _announce(cfg: Any, live: Any) -> None:
+    if live is not cfg:
+        print(
+            f"embedded broker on {live.mqtt.broker} (in another terminal: "
+            f"edge watch --broker {live.mqtt.broker})",
+            file=sys.stderr,
+        )
+
+
+def _printer() -> Any:
+    from edge.watch import format_result_line
+
+    def show(message: Any) -> None:
+        print(format_result_line(json.loads(message.payload)), flush=True)
+
+    return show
+
+
+def _run_demo(cfg: Any) -> int:
+    """The daemon, --once, with a real subscriber printing results as a dashboard gets them."""
+    from edge.startup import broker_for, run
+    from edge.watch import Watcher, connect_watcher
+
+    delivered = 0
+
+    def count(_message: Any) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    with broker_for(cfg) as live:
+        _announce(cfg, live)
+        watcher = Watcher(live.mqtt.topic_prefix, live.device, "lines")
+        client, subscribed = connect_watcher(live.mqtt, watcher)
+        subscribed.wait(5)
+        try:
+            code = run(live, once=True, on_published=count)
+            watcher.wait_for(delivered, timeout=3)  # the broker forwards after its PUBACK
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    print(f"demo: {delivered} results published and acknowledged by the broker", file=sys.stderr)
+    return code
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edge.check import run_checks
+
+    config = getattr(args, "config", None)
+    return run_checks(config, _overrides(args), sys.stdout, skip_source=args.skip_source)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, MqttConfig, TlsConfig
+    from edge.watch import watch
+
+    tls = TlsConfig(ca_file=Path(args.ca_file)) if args.ca_file else TlsConfig()
+    try:
+        cfg = MqttConfig(
+            broker=args.broker,
+            topic_prefix=args.prefix,
+            username=args.username,
+            password_env=args.password_env,
+            tls=tls,
+            reconnect_min_s=0.5,
+            reconnect_max_s=10,
+        )
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"--{where or 'broker'}: {first['msg']}") from None
+    mode = "json" if args.json else ("table" if sys.stdout.isatty() and not args.lines else "lines")
+    return watch(cfg, args.device, mode, args.count, args.timeout)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override the config file; unset flags leave the file's values (no default)."""
+    keep = argparse.SUPPRESS
+    p.add_argument("--config", metavar="FILE", default=keep, help="device config (TOML)")
+    p.add_argument("--bundle", metavar="DIR", default=keep, help="model bundle directory")
+    p.add_argument(
+        "--source",
+        metavar="SPEC",
+        default=keep,
+        help="folder:PATH, video:PATH, camera:N or picamera[:N]",
+    )
+    p.add_argument("--watch", action="store_true", default=keep, help="keep watching a folder")
+    p.add_argument(
+        "--broker", metavar="URL", default=keep, help="mqtt://HOST:PORT, mqtts://... or embedded"
+    )
+    p.add_argument("--device", metavar="ID", default=keep, help="device id (else the host name)")
+    p.add_argument("--outbox", metavar="FILE", default=keep, help="outbox database (SQLite)")
+    p.add_argument("--threads", type=int, metavar="N", default=keep, help="LiteRT threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = new_parser(
         "edge",
@@ -42,6 +208,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bundle", help="bundle directory (manifest.json + model.tflite)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    p = add_command(
+        sub,
+        "run",
+        "the microscope-side daemon: capture, classify, publish every result over MQTT",
+        _run,
+    )
+    _add_config_flags(p)
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="process what the source holds, deliver every result (waiting for the broker), exit",
+    )
+    p.add_argument("--print", action="store_true", help="print each result once the broker has it")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="the bundled demo: sample frames, demo bundle, embedded broker, --once",
+    )
+
+    p = add_command(
+        sub,
+        "check",
+        "validate config, bundle, outbox, source and broker; say what is wrong",
+        _check,
+    )
+    _add_config_flags(p)
+    p.add_argument("--skip-source", action="store_true", help="do not open the source")
+
+    p = add_command(sub, "watch", "the reference lab-dashboard subscriber", _watch)
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://...")
+    p.add_argument("--device", metavar="ID", help="only this device (default: all)")
+    p.add_argument("--prefix", default="blastscope", help="topic prefix")
+    p.add_argument("--json", action="store_true", help="one JSON object per message")
+    p.add_argument("--lines", action="store_true", help="one line per event even on a terminal")
+    p.add_argument("--count", type=int, metavar="N", help="exit after N distinct results")
+    p.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+    p.add_argument("--username", help="broker user name")
+    p.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate for mqtts://")
     return parser
 
 

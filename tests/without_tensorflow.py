@@ -8,6 +8,11 @@ from __future__ import annotations
 import importlib.abc
 import runpy
 import sys
+from pathlib import Path
+
+# Run as a script, Python puts tests/ first on the path, where tests/edge would shadow the
+# real edge package: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 BLOCKED = ("tensorflow", "keras", "tf_keras", "tensorboard")
 

@@ -1,0 +1,112 @@
+"""``--broker embedded``: a child mosquitto on 127.0.0.1, for a first run and the demo.
+
+Not for production: it listens on loopback only, allows anonymous clients and keeps nothing
+on disk (the daemon's outbox is what must not lose results). It dies with the daemon (Linux
+parent-death signal), so a SIGKILLed daemon leaves no orphan broker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edge.errors import BlastscopeError
+
+log = logging.getLogger(__name__)
+
+_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+
+
+class EmbeddedBrokerError(BlastscopeError):
+    """The embedded broker cannot be started."""
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next((p for p in _CANDIDATES if Path(p).exists()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Looked up in the parent: the child, between fork and exec, must not load libraries.
+_prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedBroker:
+    """A mosquitto child process on a loopback port."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, port: int = 0) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise EmbeddedBrokerError(
+                "--broker embedded needs the mosquitto binary: sudo apt-get install mosquitto "
+                "(or brew install mosquitto), or give --broker mqtt://HOST:PORT"
+            )
+        self.binary = binary
+        self.port = port or free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="blastscope-broker-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        conf = Path(self._dir.name) / "mosquitto.conf"
+        log_file = Path(self._dir.name) / "mosquitto.log"
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {log_file}\n"
+        )
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                tail = log_file.read_text()[-500:] if log_file.exists() else ""
+                raise EmbeddedBrokerError(
+                    f"embedded mosquitto exited with {self._proc.returncode} (port {self.port} "
+                    f"in use?) {tail.strip()}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    log.info("embedded broker on %s", self.url)
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise EmbeddedBrokerError(f"embedded mosquitto did not listen on {self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        self._dir.cleanup()

@@ -1,0 +1,325 @@
+"""The MQTT side: one paho-mqtt 2 client, the retained status, and the outbox publisher.
+
+Status follows Frigate's availability pattern (retained last will ``offline``, ``online`` after
+every successful CONNACK, ``stopped`` on a clean exit) without its bug: "connected" is set
+only by a CONNACK that succeeded, and nothing is published from memory alone. Results go
+outbox -> broker in seq order, at most ``inflight`` un-acked at a time, and a row is deleted
+only when its PUBACK arrives. paho keeps un-acked QoS>0 messages across a reconnect and resends
+them (same mid, DUP set) before anything newer; a daemon crash loses only paho's copy, and the
+next start replays the outbox from its oldest row.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from edge.config import ConfigError, MqttConfig
+from edge.messages import status_payload, topic
+from edge.outbox import Outbox, StoredMessage
+
+log = logging.getLogger(__name__)
+
+State = Literal["online", "offline", "stopped"]
+_STATUS_MIN_INTERVAL_S = 1.0  # warnings can change every frame; the retained status need not
+
+
+def make_client(
+    cfg: MqttConfig, client_id: str, host: str, port: int
+) -> tuple[mqtt.Client, dict[str, Any]]:
+    """A configured (not yet connected) paho client and the keyword args for connect."""
+    v5 = cfg.protocol == "5"
+    if v5:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+    else:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=True,  # the outbox, not the broker session, is what keeps results
+        )
+    if cfg.address.tls:
+        tls = cfg.tls
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(tls, key)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"mqtt.tls.{key}: {path}: no such file")
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls: cannot load the certificates ({exc})") from None
+        client.tls_insecure_set(tls.insecure)
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password())
+    # paho types these as int; fractions of a second work and keep tests fast.
+    client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+    client.max_inflight_messages_set(cfg.inflight)
+    connect_kw: dict[str, Any] = {"host": host, "port": port, "keepalive": cfg.keepalive_s}
+    if v5:
+        connect_kw["clean_start"] = True
+    return client, connect_kw
+
+
+class MqttLink:
+    """Connection, retained status and the ordered, acknowledged publishing of the outbox."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        device: str,
+        client_id: str,
+        host: str,
+        port: int,
+        outbox: Outbox,
+        model: dict[str, Any] | None = None,
+        software: str = "",
+        on_published: Callable[[StoredMessage], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.client_id = client_id
+        self.outbox = outbox
+        self.model = model
+        self.software = software
+        self.on_published = on_published
+        self.status_topic = topic(cfg.topic_prefix, device, "status")
+        self.health_topic = topic(cfg.topic_prefix, device, "health")
+        self.connected = False
+        self.connects = 0
+        self.disconnects = 0
+        self.published = 0
+        self.last_error: str | None = None
+        self._warnings: dict[str, dict[str, Any]] = {}
+        self._status_dirty = False
+        self._status_sent_at = 0.0
+        self._lock = threading.Lock()
+        self._acks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight: dict[int, StoredMessage] = {}
+        self._last_handed = 0
+        self._client, self._connect_kw = make_client(cfg, client_id, host, port)
+        self._client.will_set(
+            self.status_topic,
+            self._status("offline", "connection lost (last will)"),
+            qos=1,
+            retain=True,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._thread = threading.Thread(
+            target=self._publish_loop, name="mqtt-publisher", daemon=True
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        host, port = self._connect_kw["host"], self._connect_kw["port"]
+        log.info("connecting to %s:%s as %s", host, port, self.client_id)
+        self._client.connect_async(**self._connect_kw)
+        self._client.loop_start()  # retries the first connection too, with the backoff
+        self._thread.start()
+
+    def flush(self, timeout: float | None, stop: threading.Event | None = None) -> bool:
+        """Wait until the outbox is empty; with a timeout, give up early while disconnected."""
+        if timeout is None:
+            return self.outbox.wait_empty(None, stop)
+        deadline = time.monotonic() + timeout
+        while self.outbox.pending and time.monotonic() < deadline:
+            if not self.connected or (stop is not None and stop.is_set()):
+                return False
+            self.outbox.wait_empty(min(0.2, max(0.0, deadline - time.monotonic())))
+        return self.outbox.pending == 0
+
+    def close(
+        self, state: State = "stopped", reason: str | None = None, timeout: float = 5.0
+    ) -> None:
+        """Stop publishing, leave a retained final status if the broker is there, disconnect."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self.connected:
+            info = self._client.publish(
+                self.status_topic, self._status(state, reason), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("final status %r not confirmed: %s", state, exc)
+        else:
+            log.warning("not connected at exit: status %r not published", state)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- status and health ---------------------------------------------------------------------
+
+    def set_warnings(self, warnings: dict[str, dict[str, Any]]) -> None:
+        """Replace the current warnings; the retained status is republished when they change."""
+        with self._lock:
+            if warnings != self._warnings:
+                self._warnings = dict(warnings)
+                self._status_dirty = True
+        self._wake.set()
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"code": code, **w} for code, w in sorted(self._warnings.items())]
+
+    def _status(self, state: State, reason: str | None = None) -> bytes:
+        return status_payload(
+            device=self.device,
+            state=state,
+            client_id=self.client_id,
+            reason=reason,
+            warnings=self.warnings,
+            model=self.model,
+            software=self.software,
+        )
+
+    def publish_health(self, payload: bytes) -> None:
+        """Health is a sample, not a record: QoS 0, not retained, skipped while disconnected."""
+        if self.connected:
+            self._client.publish(self.health_topic, payload, qos=0, retain=False)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def wake(self) -> None:
+        """A new row is in the outbox."""
+        self._wake.set()
+
+    # -- paho callbacks (network thread) -------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            # Frigate marks itself connected here regardless; a refused CONNACK is not a link.
+            self.connected = False
+            self.last_error = f"broker refused the connection: {reason_code}"
+            log.error("%s (client id %s)", self.last_error, self.client_id)
+            return
+        self.connected = True
+        self.connects += 1
+        self.last_error = None
+        log.info(
+            "connected (connection %d); %d results pending", self.connects, self.outbox.pending
+        )
+        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        with self._lock:
+            self._status_dirty = False
+            self._status_sent_at = time.monotonic()
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.last_error = "cannot reach the broker"
+        log.warning("connection to %s:%s failed; retrying", *self._address())
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        was = self.connected
+        self.connected = False
+        if was:
+            self.disconnects += 1
+            if self._stop.is_set():
+                log.info("disconnected")
+                return
+            log.warning(
+                "disconnected (%s); %d results wait in the outbox", reason_code, self.outbox.pending
+            )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
+        # Called with paho's internal lock held: hand over, do no work (and take no lock) here.
+        self._acks.put((mid, reason_code))
+        self._wake.set()
+
+    def _address(self) -> tuple[str, int]:
+        return self._connect_kw["host"], self._connect_kw["port"]
+
+    # -- the publisher thread ------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._handle_acks()
+                self._maybe_status()
+                self._send_more()
+            except Exception:  # a bug here must not silently stop publishing: log and go on
+                log.exception("publisher loop error")
+                time.sleep(0.5)
+            self._wake.wait(0.5)
+            self._wake.clear()
+        self._handle_acks()
+
+    def _handle_acks(self) -> None:
+        done: list[StoredMessage] = []
+        while True:
+            try:
+                mid, reason_code = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            message = self._inflight.pop(mid, None)
+            if message is None:
+                continue  # a status message's ack
+            if getattr(reason_code, "is_failure", False):
+                log.error("broker refused result seq %d: %s", message.seq, reason_code)
+                self.outbox.reject(message.seq, str(reason_code))
+                continue
+            done.append(message)
+        if done:
+            self.outbox.ack(m.seq for m in done)
+            self.published += len(done)
+            if self.on_published is not None:
+                for m in done:
+                    self.on_published(m)
+
+    def _maybe_status(self) -> None:
+        with self._lock:
+            due = self._status_dirty and (
+                time.monotonic() - self._status_sent_at >= _STATUS_MIN_INTERVAL_S
+            )
+        if due and self.connected:
+            self._client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+            with self._lock:
+                self._status_dirty = False
+                self._status_sent_at = time.monotonic()
+
+    def _send_more(self) -> None:
+        room = self.cfg.inflight - len(self._inflight)
+        if not self.connected or room <= 0:
+            return
+        for message in self.outbox.peek(self._last_handed, room):
+            info = self._client.publish(message.topic, message.payload, qos=self.cfg.qos)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                log.warning(
+                    "publish of seq %d deferred: %s", message.seq, mqtt.error_string(info.rc)
+                )
+                return
+            # NO_CONN: paho queued it and sends it, in order, after the reconnect.
+            self._inflight[info.mid] = message
+            self._last_handed = message.seq
