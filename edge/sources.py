@@ -116,6 +116,10 @@ class FolderSource:
                 if self.is_seen is not None and self.is_seen(key):
                     continue  # done by an earlier run
                 yield self._read(path, key)
+            if not self.cfg.path.is_dir():
+                # Deleted or unmounted mid-run: the files left in the listing were skipped as
+                # "removed", and returning now would pass for a finished replay (exit 0).
+                raise SourceError(f"{self.cfg.path}: no such folder (gone mid-run)")
             if not self.watch:
                 return
             stop.wait(self.cfg.poll_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import urllib.request
 from pathlib import Path
@@ -178,14 +179,24 @@ def test_source_that_does_not_recover_exits_nonzero_for_systemd(
     cfg["source"] = {
         "kind": "video",
         "path": str(tmp_path / "unplugged.avi"),
-        "retry": {"attempts": 3, "initial_s": 0.05, "max_s": 0.1},
+        # Waits of 0.6 and 1.2 s: long enough for the rate-limited status to show the retries.
+        "retry": {"attempts": 3, "initial_s": 0.6, "max_s": 1.2},
     }
     conf = write_config(tmp_path / "d.toml", cfg)
     sub = Collector(mosquitto)
     code, _, err = finish(start_daemon(conf))  # not --once: it would otherwise run forever
     assert code == 1
     assert "failed 3 times" in err and "unplugged.avi: no such video file" in err
+    assert re.findall(r"retrying in ([\d.]+)s", err) == ["0.6", "1.2"]  # backoff
     assert sub.wait(lambda: "offline" in sub.states("scope-t"), 5)
+    retrying = [
+        w["message"]
+        for s in sub.of("status", "scope-t")
+        if s["state"] == "online"
+        for w in s["warnings"]
+        if w["code"] == "source_retrying"
+    ]
+    assert retrying and "no such video file" in retrying[0], "retries not shown on status"
     last = sub.of("status", "scope-t")[-1]
     validate_payload("status", last)
     assert last["state"] == "offline" and "failed 3 times" in last["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -92,6 +93,20 @@ def test_watched_folder_picks_up_new_files_once_settled(tmp_path: Path, field_pa
 def test_missing_folder_is_a_source_failure(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such folder"):
         _source({"kind": "folder", "path": str(tmp_path / "nope")}).open()
+
+
+def test_folder_gone_mid_replay_is_a_source_failure_not_the_end(
+    tmp_path: Path,
+    field_paths: list[Path],
+) -> None:
+    folder = frame_folder(tmp_path / "f", field_paths, 4)
+    source = _source({"kind": "folder", "path": str(folder)})
+    source.open()
+    frames = source.frames(threading.Event())
+    assert next(frames).image is not None
+    shutil.rmtree(folder)  # unmounted mid-run: the rest of the listing cannot be read
+    with pytest.raises(SourceError, match="no such folder"):
+        list(frames)
 
 
 def test_video_file_frames_with_stride(tmp_path: Path, field_paths) -> None:  # type: ignore[no-untyped-def]
