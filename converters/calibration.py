@@ -58,7 +58,7 @@ def from_training_run(run: TrainingRun, count: int, seed: int) -> CalibrationSet
             f"{run.training_file.parent}: no split.json beside the model to take training "
             "images from; pass --calibration DIR (a folder of real training images)"
         )
-    train = [LabelledFile(e.path, e.label) for e in run.files("train")]
+    train = run.files("train")
     if not train:
         raise CalibrationError(
             f"{run.split_file}: lists no files in the 'train' split; pass --calibration DIR"

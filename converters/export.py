@@ -24,7 +24,15 @@ from converters.image_sets import LabelledFile, class_mixed
 from converters.progress import stage
 from converters.run_files import TrainingRun, read_training_run
 from converters.tf_env import load_keras_model, tensorflow
-from edge.bundle import MANIFEST_FILE, Bundle, Provenance, load_bundle, sha256_file, write_bundle
+from edge.bundle import (
+    MANIFEST_FILE,
+    Bundle,
+    Provenance,
+    input_shape_problem,
+    load_bundle,
+    sha256_file,
+    write_bundle,
+)
 from edge.golden import GoldenReport, check_golden
 from edge.preprocessing import PreprocessError, PreprocessSpec
 
@@ -117,14 +125,9 @@ def _spec(run: TrainingRun) -> PreprocessSpec:
 
 def check_model_fits(model: Any, labels: list[str], spec: PreprocessSpec, path: Path) -> None:
     """The model's input size and class count must match the preprocessing and the labels."""
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[3] != 3:
-        raise ModelFileError(f"{path}: input shape {shape} is not (batch, H, W, 3)")
-    if (shape[1], shape[2]) != spec.size:
-        raise ModelFileError(
-            f"{path}: model input {shape[1]}x{shape[2]} differs from the preprocessing "
-            f"{spec.height}x{spec.width}; use the spec the model was trained with"
-        )
+    problem = input_shape_problem(tuple(model.input_shape), spec)
+    if problem:
+        raise ModelFileError(f"{path}: {problem}")
     classes = model.output_shape[-1]
     if classes != len(labels):
         raise ModelFileError(
@@ -163,7 +166,7 @@ def _golden_files(
     if run is not None and run.split_file is not None:
         picked: list[LabelledFile] = []
         for split in ("test", "val"):
-            files = [LabelledFile(e.path, e.label) for e in run.files(split) if e.path.is_file()]
+            files = [f for f in run.files(split) if f.path.is_file()]
             picked += class_mixed(files, opts.golden_count - len(picked), opts.seed)
         if picked:
             return picked, f"{run.split_file} (test/val splits)"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import CalibrationError
-from edge.image_io import list_images
+from edge.image_io import list_images, list_subfolders
 
 UNLABELLED = "(unlabelled)"
 
@@ -29,11 +29,7 @@ def scan_folder(folder: str | Path, *, require_labels: bool) -> list[LabelledFil
     root = Path(folder)
     if not root.is_dir():
         raise CalibrationError(f"{root}: no such folder; expected a folder of class folders")
-    files = [
-        LabelledFile(p, sub.name)
-        for sub in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        for p in list_images(sub)
-    ]
+    files = [LabelledFile(p, sub.name) for sub in list_subfolders(root) for p in list_images(sub)]
     flat = [LabelledFile(p, UNLABELLED) for p in list_images(root)]
     if files and flat:
         raise CalibrationError(

@@ -6,17 +6,15 @@ turns it into the converters' view and says "no run" when there is no training.j
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from converters.image_sets import LabelledFile
 
-@dataclass(frozen=True)
-class SplitEntry:
-    path: Path  # absolute: the split's data root joined with the recorded relative path
-    label: str
-    split: str
-    group: str | None = None
+if TYPE_CHECKING:
+    from trainer.run_files import SplitFile
 
 
 @dataclass
@@ -26,7 +24,7 @@ class TrainingRun:
     training_file: Path
     info: dict[str, Any]
     split_file: Path | None = None
-    entries: list[SplitEntry] = field(default_factory=list)
+    split: SplitFile | None = None  # split_file as read, when there is one
 
     @property
     def labels(self) -> list[str] | None:
@@ -38,14 +36,16 @@ class TrainingRun:
         spec = self.info.get("preprocessing")
         return spec if isinstance(spec, dict) else None
 
-    def files(self, split: str) -> list[SplitEntry]:
-        return [e for e in self.entries if e.split == split]
+    def files(self, split: str) -> list[LabelledFile]:
+        """The files of one split (absolute paths), in split.json order."""
+        if self.split is None:
+            return []
+        return [LabelledFile(path, label) for path, label in self.split.paths(split)]
 
     def split_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for e in self.entries:
-            counts[e.split] = counts.get(e.split, 0) + 1
-        return counts
+        """Files per split, in order of first appearance in split.json."""
+        records = self.split.records if self.split is not None else []
+        return dict(Counter(r.split for r in records))
 
 
 def read_training_run(model_path: Path) -> TrainingRun | None:
@@ -61,10 +61,6 @@ def read_training_run(model_path: Path) -> TrainingRun | None:
     if isinstance(split_name, str):
         split_file = model_path.parent / split_name
         if split_file.is_file():
-            split = run_files.read_split_file(split_file)
+            run.split = run_files.read_split_file(split_file)
             run.split_file = split_file
-            run.entries = [
-                SplitEntry(split.data_root / r.path, r.label, r.split, r.group)
-                for r in split.records
-            ]
     return run

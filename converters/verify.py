@@ -35,7 +35,7 @@ from edge.bundle import (
 from edge.golden import GoldenReport, check_golden
 from edge.image_io import read_image
 from edge.preprocessing import preprocess
-from trainer.metrics import wilson_interval
+from trainer.metrics import confusion_matrix, per_class_from_cm, wilson_interval
 
 BATCH = 32
 
@@ -241,9 +241,11 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _recall(y: np.ndarray, pred: np.ndarray, c: int) -> float | None:
-    mask = y == c
-    return float(np.mean(pred[mask] == c)) if mask.any() else None
+def _recalls(y: np.ndarray, pred: np.ndarray, n_classes: int) -> list[float | None]:
+    """Each class's recall; None for a class with no image (where trainer.metrics says 0)."""
+    cm = confusion_matrix(y, pred, n_classes)
+    recall = per_class_from_cm(cm)["recall"]
+    return [float(r) if n else None for r, n in zip(recall, cm.sum(axis=1), strict=True)]
 
 
 def summarise(
@@ -258,8 +260,9 @@ def summarise(
     pred, ref = p_bundle.argmax(1), p_reference.argmax(1)
     correct, ref_correct = int((pred == y).sum()), int((ref == y).sum())
     dp = np.abs(p_bundle - p_reference).max(axis=1)
+    recall, ref_recall = _recalls(y, pred, len(labels)), _recalls(y, ref, len(labels))
     per_class = [
-        ClassResult(label, int((y == c).sum()), _recall(y, pred, c), _recall(y, ref, c))
+        ClassResult(label, int((y == c).sum()), recall[c], ref_recall[c])
         for c, label in enumerate(labels)
     ]
     agreement = float(np.mean(pred == ref))

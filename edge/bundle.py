@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.errors import BlastscopeError
 from edge.preprocessing import PreprocessError, PreprocessSpec
 from edge.runtime import LiteRTModel, TensorInfo
+from edge.softmax_regression import softmax
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -138,12 +139,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 @dataclass
 class Bundle:
     """A validated bundle, with its interpreter open and ready to classify."""
@@ -169,11 +164,11 @@ class Bundle:
         t = np.float32(self.manifest.temperature)
         if self.manifest.form == "backbone_head":
             assert self.head_kernel is not None and self.head_bias is not None
-            return _softmax((out @ self.head_kernel + self.head_bias) / t)
+            return softmax((out @ self.head_kernel + self.head_bias) / t)
         if t == 1.0:
             return out.astype(np.float32)
         # Temperature on a softmax output: p ∝ exp(log p / T).
-        return _softmax(np.log(np.clip(out, 1e-12, 1.0)) / t).astype(np.float32)
+        return softmax(np.log(np.clip(out, 1e-12, 1.0)) / t).astype(np.float32)
 
     def embeddings(self, x: np.ndarray) -> np.ndarray:
         """The backbone's embedding of a preprocessed image (fine-tunable bundles only)."""
@@ -249,6 +244,21 @@ def _verify_file(root: Path, name: str, expected_sha: str, what: str) -> Path:
     return path
 
 
+def input_shape_problem(shape: Sequence[int | None], spec: PreprocessSpec) -> str | None:
+    """Why a model with this input shape cannot take `spec`'s images; None if it can.
+
+    The batch dimension is not checked: a Keras model has None there, a LiteRT model 1.
+    """
+    if len(shape) != 4 or shape[3] != 3:
+        return f"model input shape {list(shape)} is not [batch, H, W, 3]"
+    if (shape[1], shape[2]) != spec.size:
+        return (
+            f"model input {shape[1]}x{shape[2]} differs from the preprocessing "
+            f"{spec.height}x{spec.width}; use the spec the model was trained with"
+        )
+    return None
+
+
 def load_bundle(bundle_dir: str | Path, num_threads: int = 2) -> Bundle:
     """Load and validate a bundle; raise BundleError naming the first disagreement."""
     root = Path(bundle_dir)
@@ -258,14 +268,9 @@ def load_bundle(bundle_dir: str | Path, num_threads: int = 2) -> Bundle:
     _check_tensor(root, "input", manifest.input, model.input)
     _check_tensor(root, "output", manifest.output, model.output)
     spec = manifest.spec()
-    shape = model.input.shape
-    if len(shape) != 4 or shape[3] != 3:
-        raise BundleError(f"{root}: model input shape {list(shape)} is not [1, H, W, 3]")
-    if (shape[1], shape[2]) != spec.size:
-        raise BundleError(
-            f"{root}: model input {shape[1]}x{shape[2]} differs from preprocessing "
-            f"{spec.height}x{spec.width}"
-        )
+    problem = input_shape_problem(model.input.shape, spec)
+    if problem:
+        raise BundleError(f"{root}: {problem}")
     if tuple(spec.output_range) != tuple(manifest.input_range):
         raise BundleError(
             f"{root}: preprocessing scaling {spec.scaling!r} emits {spec.output_range} but the "

@@ -50,11 +50,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class EmbeddedBroker:
-    """A mosquitto child process on a loopback port."""
+    """A mosquitto child process on a loopback port; stop() and start() again keep the port.
+
+    Its config and log live in `workdir` (a temporary folder removed by close() if none is
+    given); `conf` is written at construction, so a caller may amend it before start().
+    """
 
     host = "127.0.0.1"
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, workdir: Path | None = None) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise EmbeddedBrokerError(
@@ -63,7 +67,17 @@ class EmbeddedBroker:
             )
         self.binary = binary
         self.port = port or free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="blastscope-broker-")
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="blastscope-broker-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log_file = self.workdir / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {self.log_file}\n"
+        )
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,14 +85,8 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        conf = Path(self._dir.name) / "mosquitto.conf"
-        log_file = Path(self._dir.name) / "mosquitto.log"
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {log_file}\n"
-        )
         self._proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)],
+            [self.binary, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
@@ -86,7 +94,7 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                tail = log_file.read_text()[-500:] if log_file.exists() else ""
+                tail = self.log_file.read_text()[-500:] if self.log_file.exists() else ""
                 raise EmbeddedBrokerError(
                     f"embedded mosquitto exited with {self._proc.returncode} (port {self.port} "
                     f"in use?) {tail.strip()}"
@@ -101,6 +109,7 @@ class EmbeddedBroker:
         raise EmbeddedBrokerError(f"embedded mosquitto did not listen on {self.port} in {timeout}s")
 
     def stop(self) -> None:
+        """End the process; start() may run it again on the same port and config."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -109,4 +118,9 @@ class EmbeddedBroker:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
-        self._dir.cleanup()
+
+    def close(self) -> None:
+        """stop(), and remove the temporary folder if the broker made one."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -69,6 +69,12 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
+def list_subfolders(folder: str | Path) -> list[Path]:
+    """Folders directly inside a folder (class folders, folds), sorted by name; hidden skipped."""
+    root = Path(folder)
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _looks_truncated(data: bytes) -> bool:
     # OpenCV decodes a truncated JPEG with a grey bottom and only a warning; a JPEG must end
     # with the EOI marker (some writers add a few padding bytes after it).

@@ -25,6 +25,7 @@ class LinearHead:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis; the max is subtracted first so exp cannot overflow."""
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)

@@ -34,12 +34,12 @@ def broker_for(cfg: DaemonConfig) -> Iterator[DaemonConfig]:
         yield cfg
         return
     broker = EmbeddedBroker(address.port)
-    broker.start()
     try:
+        broker.start()
         mqtt = cfg.mqtt.model_copy(update={"broker": broker.url})
         yield cfg.model_copy(update={"mqtt": mqtt})
     finally:
-        broker.stop()
+        broker.close()
 
 
 def open_checked_bundle(cfg: DaemonConfig) -> tuple[Bundle, bool]:

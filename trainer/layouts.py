@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.image_io import list_images
+from edge.image_io import list_images, list_subfolders
 from trainer.errors import DataError
 
 LAYOUTS = ("auto", "generic", "taleqani", "cnmc", "malaria")
@@ -59,13 +59,9 @@ class Dataset:
         return out
 
 
-def _subdirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def detect_layout(root: Path) -> str:
     """Guess the layout from folder names: C-NMC folds, Taleqani or malaria class names."""
-    names = {p.name for p in _subdirs(root)}
+    names = {p.name for p in list_subfolders(root)}
     if any(n.startswith("fold_") for n in names):
         return "cnmc"
     if set(TALEQANI_FOLDERS) <= names:
@@ -97,7 +93,7 @@ def _generic(root: Path, task: str) -> Dataset:
             f"--task {task} needs the taleqani, cnmc or malaria layout; a generic folder's "
             "classes are its subfolders (--task classes)"
         )
-    dirs = _subdirs(root)
+    dirs = list_subfolders(root)
     if not dirs:
         raise DataError(
             f"{root} has no class folders; expected {root}/<class>/<image files>, "
@@ -133,7 +129,7 @@ def _cnmc(root: Path, task: str) -> Dataset:
         raise DataError(
             f"--task {task} does not apply to C-NMC (all vs hem only); use --task binary"
         )
-    folds = [d for d in _subdirs(root) if d.name.startswith("fold_")]
+    folds = [d for d in list_subfolders(root) if d.name.startswith("fold_")]
     samples, bad = [], []
     for fold in folds:
         for sub, label in (("all", "ALL"), ("hem", "HEM")):

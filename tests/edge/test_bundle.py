@@ -92,7 +92,7 @@ def test_refuses_preprocessing_size_mismatch(tmp_path, tiny_tflite) -> None:  # 
     data = json.loads((path / "manifest.json").read_text())
     data["preprocessing"]["height"] = 48
     (path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BundleError, match="model input 32x32 differs from preprocessing 48x32"):
+    with pytest.raises(BundleError, match="model input 32x32 differs from the preprocessing 48x32"):
         load_bundle(path)
 
 

@@ -32,11 +32,6 @@ from tests.mosquitto import Mosquitto, free_port
 pytestmark = pytest.mark.mqtt
 
 
-@pytest.fixture
-def bundle(tmp_path: Path, tiny_tflite: bytes) -> Path:
-    return make_bundle(tmp_path / "bundle", tiny_tflite)
-
-
 def test_results_arrive_validate_and_carry_provenance(
     tmp_path: Path, bundle: Path, field_paths: list[Path], mosquitto: Mosquitto
 ) -> None:

@@ -20,7 +20,6 @@ from tests.edge.daemon_helpers import (
     daemon_config,
     finish,
     frame_folder,
-    make_bundle,
     persistent_broker,
     start_daemon,
     write_config,
@@ -28,11 +27,6 @@ from tests.edge.daemon_helpers import (
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt  # about 5 s each: fast enough to run on every check
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, tiny_tflite: bytes) -> Path:
-    return make_bundle(tmp_path / "bundle", tiny_tflite)
 
 
 def _origins(results: list[dict]) -> list[str]:  # type: ignore[type-arg]

@@ -21,18 +21,12 @@ from tests.edge.daemon_helpers import (
     daemon_config,
     finish,
     frame_folder,
-    make_bundle,
     start_daemon,
     write_config,
 )
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, tiny_tflite: bytes) -> Path:
-    return make_bundle(tmp_path / "bundle", tiny_tflite)
 
 
 def _write_video(path: Path, sources: list[Path], n: int) -> Path:

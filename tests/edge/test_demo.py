@@ -12,7 +12,7 @@ import pytest
 import edge.embedded_broker as eb
 from edge.demo import DEMO_BUNDLE, DEMO_FRAMES
 from edge.image_io import list_images
-from tests.edge.daemon_helpers import ROOT, RUNNER, make_bundle
+from tests.edge.daemon_helpers import ROOT, RUNNER
 
 pytestmark = pytest.mark.mqtt
 
@@ -31,10 +31,7 @@ def test_demo_frames_are_shipped() -> None:
     assert len(list_images(DEMO_FRAMES)) >= 4 and (DEMO_FRAMES / "LICENSE").is_file()
 
 
-def test_demo_runs_end_to_end_through_an_embedded_broker(
-    tmp_path: Path, tiny_tflite: bytes
-) -> None:
-    bundle = make_bundle(tmp_path / "bundle", tiny_tflite)
+def test_demo_runs_end_to_end_through_an_embedded_broker(bundle: Path) -> None:
     proc = _demo("--bundle", str(bundle))
     assert proc.returncode == 0, proc.stderr
     n = len(list_images(DEMO_FRAMES))

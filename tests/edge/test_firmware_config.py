@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from edge.config import DaemonConfig, load_config
 from edge.startup import run
 from tests.edge.daemon_helpers import ROOT, frame_folder, make_bundle
-from tests.mosquitto import free_port, mosquitto_binary
+from tests.mosquitto import Mosquitto, mosquitto_binary
 
 FIRMWARE = ROOT / "firmware_config"
 UNIT = FIRMWARE / "blastscope-edge.service"
@@ -132,8 +132,7 @@ PASSWORDS = {"scanner-01": "pw-scanner", "scope-01": "pw-scope", "dashboard": "p
 @pytest.fixture
 def lab_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """mosquitto running firmware_config's blastscope.conf + ACL, paths moved to tmp."""
-    binary = mosquitto_binary()
-    if binary is None or not shutil.which("openssl") or not shutil.which("mosquitto_passwd"):
+    if not all((mosquitto_binary(), shutil.which("openssl"), shutil.which("mosquitto_passwd"))):
         pytest.skip("needs mosquitto, mosquitto_passwd and openssl")
     d = tmp_path / "broker"
     d.mkdir()
@@ -142,7 +141,7 @@ def lab_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     for user, pw in PASSWORDS.items():
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if not pwfile.exists() else []),
                         str(pwfile), user, pw], check=True, capture_output=True)  # fmt: skip
-    port = free_port()
+    broker = Mosquitto(d)
     text = BROKER_CONF.read_text()
     moves = {
         "password_file": pwfile,
@@ -151,32 +150,19 @@ def lab_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "cafile": d / "ca.crt",
         "certfile": d / "server.crt",
         "keyfile": d / "server.key",
-        "listener": f"{port} 127.0.0.1",
+        "listener": f"{broker.port} {broker.host}",
     }
     for key, value in moves.items():
         text, n = re.subn(rf"^{key} .*$", f"{key} {value}", text, flags=re.M)
         assert n == 1, f"{BROKER_CONF.name} has no single {key!r} line"
     if os.geteuid() == 0:
         text += "\nuser root\n"  # keep access to the tmp files (mosquitto drops root otherwise)
-    conf = d / "mosquitto.conf"
-    conf.write_text(text + f"\nlog_dest file {d / 'mosquitto.log'}\n")
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    broker.conf.write_text(text + f"\nlog_dest file {broker.log_file}\n")
+    broker.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, (d / "mosquitto.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "broker did not start"
-                time.sleep(0.05)
-        yield port, d / "ca.crt"
+        yield broker.port, d / "ca.crt"
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+        broker.stop()
 
 
 def _client(

@@ -16,7 +16,6 @@ from tests.edge.daemon_helpers import (
     daemon_config,
     finish,
     frame_folder,
-    make_bundle,
     start_daemon,
     write_config,
 )
@@ -97,10 +96,9 @@ def test_notifier_speaks_the_sd_notify_protocol(tmp_path: Path, monkeypatch) -> 
 
 @pytest.mark.mqtt
 def test_daemon_notifies_ready_pings_the_watchdog_and_says_stopping(
-    tmp_path: Path, tiny_tflite: bytes, field_paths: list[Path], mosquitto: Mosquitto
+    tmp_path: Path, bundle: Path, field_paths: list[Path], mosquitto: Mosquitto
 ) -> None:
     sock = _notify_socket(tmp_path)
-    bundle = make_bundle(tmp_path / "bundle", tiny_tflite)
     frames = frame_folder(tmp_path / "frames", field_paths, 12)
     cfg = daemon_config(bundle, frames, mosquitto, tmp_path, source={"interval_s": 0.1})
     conf = write_config(tmp_path / "d.toml", cfg)

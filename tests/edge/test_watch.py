@@ -20,7 +20,6 @@ from tests.edge.daemon_helpers import (
     ROOT,
     daemon_config,
     frame_folder,
-    make_bundle,
     write_config,
 )
 from tests.mosquitto import Mosquitto
@@ -47,6 +46,16 @@ def _status(state: str, reason: str | None = None) -> bytes:
     return status_payload(device="scope-1", state=state, client_id="c", reason=reason)  # type: ignore[arg-type]
 
 
+def _retain_status(broker: Mosquitto, client_id: str, topic: str, state: str) -> None:
+    """Leave a retained status on the broker, as a device that published it earlier would."""
+    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    device.connect(broker.host, broker.port)
+    device.loop_start()
+    device.publish(topic, _status(state), qos=1, retain=True).wait_for_publish(5)
+    device.disconnect()
+    device.loop_stop()
+
+
 def test_watcher_deduplicates_counts_gaps_and_reports_status_changes() -> None:
     out = io.StringIO()
     w = Watcher("blastscope", None, "lines", out)
@@ -69,16 +78,9 @@ def test_watcher_deduplicates_counts_gaps_and_reports_status_changes() -> None:
 
 @pytest.mark.mqtt
 def test_edge_watch_follows_a_running_daemon(
-    tmp_path: Path, tiny_tflite: bytes, field_paths: list[Path], mosquitto: Mosquitto
+    tmp_path: Path, bundle: Path, field_paths: list[Path], mosquitto: Mosquitto
 ) -> None:
-    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="older-device")
-    device.connect(mosquitto.host, mosquitto.port)
-    device.loop_start()
-    device.publish(
-        "blastscope/old-1/status", _status("stopped"), qos=1, retain=True
-    ).wait_for_publish(5)
-    device.disconnect()
-    device.loop_stop()
+    _retain_status(mosquitto, "older-device", "blastscope/old-1/status", "stopped")
     watch = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "watch", "--broker", mosquitto.url, "--json",
          "--count", "3", "--timeout", "30"],
@@ -87,7 +89,6 @@ def test_edge_watch_follows_a_running_daemon(
     assert watch.stdout is not None
     first = json.loads(watch.stdout.readline())  # the retained status: it is subscribed
     assert first["topic"] == "blastscope/old-1/status" and first["payload"]["state"] == "stopped"
-    bundle = make_bundle(tmp_path / "bundle", tiny_tflite)
     frames = frame_folder(tmp_path / "frames", field_paths, 3)
     conf = write_config(tmp_path / "d.toml", daemon_config(bundle, frames, mosquitto, tmp_path))
     assert main(["run", "--config", str(conf), "--once"]) == 0
@@ -104,15 +105,8 @@ def test_table_mode_redraws_a_device_table(mosquitto: Mosquitto) -> None:
     from edge.config import MqttConfig
     from edge.watch import watch
 
-    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="scope-1")
-    device.connect(mosquitto.host, mosquitto.port)
-    device.loop_start()
-    device.publish(
-        "blastscope/scope-1/status", _status("online"), qos=1, retain=True
-    ).wait_for_publish(5)
+    _retain_status(mosquitto, "scope-1", "blastscope/scope-1/status", "online")
     out = io.StringIO()
     assert watch(MqttConfig(broker=mosquitto.url), None, "table", None, 1.5, out) == 0
-    device.disconnect()
-    device.loop_stop()
     screen = out.getvalue().rsplit("\x1b[2J", 1)[-1]
     assert "DEVICE" in screen and "scope-1" in screen and "online" in screen
