@@ -25,17 +25,9 @@ import numpy as np
 from edge.image_io import read_image
 from edge.preprocessing import normalise_colour
 from trainer.colour_histogram_baseline import colour_histogram, fit_colour_baseline
-from trainer.metrics import PER_CLASS, classification_report
+from trainer.metrics import classification_report
 from trainer.report import render_markdown
 from trainer.run_files import read_split_file
-
-TITLES = {
-    "precision": "Precision",
-    "recall": "Recall",
-    "specificity": "Specificity",
-    "accuracy": "Accuracy",
-    "dsc": "DSC",
-}
 
 
 def pct(entry: dict[str, Any]) -> str:
@@ -104,7 +96,8 @@ def describe_split(split_path: Path) -> str:
         n = sum(c.get("images", {}).values()) if isinstance(c.get("images"), dict) else c
         parts.append(f"{name} {n} images / {c.get('groups', '?')} groups")
     nd = meta.get("near_duplicates") or {}
-    extra = f"; near-duplicate pairs found: {nd.get('pairs')}" if nd.get("pairs") is not None else ""
+    pairs = nd.get("pairs")
+    extra = f"; near-duplicate pairs found: {pairs}" if pairs is not None else ""
     return (
         f"`{split_path.name}`: {meta.get('strategy')} split by {meta.get('group_source')}, "
         f"fractions {meta.get('fractions')}, seed {meta.get('seed')}: {', '.join(parts)}; "
