@@ -11,6 +11,7 @@ from pathlib import Path
 from converters import calibration, golden_set
 from converters.benchmark import DEFAULT_RUNS, DEFAULT_WARMUP, default_threads
 from converters.conversion import QUANTIZATIONS
+from converters.errors import ConverterError
 from edge.cli_support import add_command, new_parser, run_cli
 
 
@@ -50,6 +51,7 @@ def _export(args: argparse.Namespace) -> int:
             io_type=args.io_type,
             golden_count=args.golden_count,
             golden_atol=args.golden_atol,
+            golden=args.golden,
             overwrite=args.overwrite,
         )
     )
@@ -74,9 +76,13 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from converters.verify import Thresholds, require_passed, verify
 
+    if (args.data is None) == (args.split_file is None):
+        raise ConverterError("pass exactly one of --data DIR and --split-file SPLIT_JSON")
     report = verify(
         args.bundle,
         args.data,
+        split_file=args.split_file,
+        subset=args.subset,
         reference=args.reference,
         thresholds=Thresholds(
             min_agreement=args.min_agreement / 100.0,
@@ -166,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--golden-count", type=int, default=golden_set.DEFAULT_COUNT, help="golden images"
     )
     p.add_argument(
+        "--golden",
+        type=Path,
+        metavar="DIR",
+        help="images for the golden set (class folders or flat); if absent, the run's "
+        "test/val split",
+    )
+    p.add_argument(
         "--golden-atol",
         type=float,
         metavar="ATOL",
@@ -185,9 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         type=Path,
-        required=True,
         metavar="DIR",
         help="held-out labelled images: DIR/<label>/*.png",
+    )
+    p.add_argument(
+        "--split-file",
+        type=Path,
+        metavar="SPLIT_JSON",
+        help="instead of --data: the images of one subset of a trainer split.json",
+    )
+    p.add_argument(
+        "--subset", choices=("train", "val", "test"), default="test", help="with --split-file"
     )
     p.add_argument(
         "--reference",

@@ -20,7 +20,7 @@ from converters import calibration, golden_set
 from converters.calibration import DEFAULT_COUNT, DEFAULT_SEED, CalibrationSet
 from converters.conversion import QUANTIZATIONS, IoType, convert, split_backbone_head
 from converters.errors import CalibrationError, ConverterError, ModelFileError, RunFilesError
-from converters.image_sets import LabelledFile, class_mixed
+from converters.image_sets import LabelledFile, class_mixed, scan_folder
 from converters.progress import stage
 from converters.run_files import TrainingRun, read_training_run
 from converters.tf_env import load_keras_model, tensorflow
@@ -56,6 +56,7 @@ class ExportOptions:
     io_type: IoType = "uint8"
     golden_count: int = golden_set.DEFAULT_COUNT
     golden_atol: float | None = None
+    golden: Path | None = None  # images for the golden set; default: the run's test/val split
     overwrite: bool = False
 
 
@@ -162,7 +163,12 @@ def _image_source(
 def _golden_files(
     opts: ExportOptions, run: TrainingRun | None, images: CalibrationSet | None
 ) -> tuple[list[LabelledFile], str | None]:
-    """Held-out images when the run lists them (test, then val split), else calibration images."""
+    """--golden images if given; else held-out images of the run (test, then val split); else
+    calibration images. A bundle that will be shipped publicly can take its golden images
+    from a folder whose licence allows redistribution (golden.npz stores the raw pixels)."""
+    if opts.golden is not None:
+        files = scan_folder(opts.golden, require_labels=False)
+        return class_mixed(files, opts.golden_count, opts.seed), str(opts.golden)
     if run is not None and run.split_file is not None:
         picked: list[LabelledFile] = []
         for split in ("test", "val"):

@@ -332,17 +332,40 @@ def evaluate(
     return y, np.concatenate(ours), np.concatenate(theirs)
 
 
+def _split_files(split_file: Path, subset: str, labels: Sequence[str]) -> list[LabelledFile]:
+    from trainer.run_files import read_split_file
+
+    split = read_split_file(split_file)
+    if list(split.labels) != list(labels):
+        raise ConverterError(
+            f"{split_file}: labels {split.labels} differ from the bundle's {list(labels)}"
+        )
+    files = [LabelledFile(path, label) for path, label in split.paths(subset)]
+    if not files:
+        raise ConverterError(f"{split_file}: the {subset} split is empty")
+    return files
+
+
 def verify(
     bundle_dir: Path,
-    data: Path,
+    data: Path | None,
     reference: Path | None = None,
     thresholds: Thresholds | None = None,
     record: bool = True,
+    split_file: Path | None = None,
+    subset: str = "test",
 ) -> VerifyReport:
-    """Run the gate; write the verdict into the bundle's manifest unless record=False."""
+    """Run the gate on `data` (class folders) or a split.json subset; record the verdict."""
     thresholds = thresholds or Thresholds()
     bundle = load_bundle(bundle_dir)
-    files = _labelled_files(data, bundle.labels)
+    if split_file is not None:
+        files = _split_files(split_file, subset, bundle.labels)
+        data_desc = f"{split_file} ({subset} split)"
+    elif data is not None:
+        files = _labelled_files(data, bundle.labels)
+        data_desc = str(data)
+    else:
+        raise ConverterError("verify needs labelled images: --data DIR or --split-file")
     stage(f"loading reference for {bundle_dir}")
     ref = resolve_reference(bundle, reference)
     y, p_bundle, p_ref = evaluate(bundle, ref, files)
@@ -357,7 +380,7 @@ def verify(
         form=m.form,
         reference=ref.description,
         reference_kind=ref.kind,
-        data=str(data),
+        data=data_desc,
         thresholds=thresholds,
         golden=golden,
         **numbers,

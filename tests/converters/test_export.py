@@ -184,3 +184,17 @@ def test_bundles_load_in_edge_with_tensorflow_blocked(
         assert done.returncode == 0, done.stderr
         assert "RBC, WBC" in done.stdout
         assert "6 images" in done.stdout and "FAILS" not in done.stdout
+
+
+def test_golden_images_from_a_chosen_folder(trained_run: Path, tmp_path: Path) -> None:
+    """A bundle to be shipped takes its golden images from a redistributable folder."""
+    fields = Path(__file__).resolve().parents[1] / "fixtures" / "fields"
+    out = tmp_path / "golden-from-fields"
+    args = ["export", str(trained_run / "model.keras"), "--quantize", "float32", "--out", str(out)]
+    assert main([*args, "--golden", str(fields), "--golden-count", "3"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = manifest["provenance"]["conversion"]["golden"]["files"]
+    assert len(files) == 3 and all(Path(f).parent == fields for f in files)
+    with np.load(out / "golden.npz") as data:
+        assert data["images"].shape[0] == 3
+    assert check_golden(load_bundle(out)).passed  # type: ignore[union-attr]

@@ -132,3 +132,21 @@ def test_verify_data_must_be_labelled_class_folders(
     shutil.copy(next((cells_dir / "WBC").glob("*.png")), odd / "a.png")
     assert main(["verify", str(bundles["int8"]), "--data", str(odd.parent)]) == 1
     assert "['Blast'] are not labels of the bundle" in capsys.readouterr().err
+
+
+def test_verify_on_the_test_subset_of_a_split_file(
+    bundles: dict[str, Path], trained_run: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    bundle = _copy(bundles["int8"], tmp_path)
+    split = trained_run / "split.json"
+    assert main(["verify", str(bundle), "--split-file", str(split), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # The run's split puts 2 images per class in test (see conftest._split_of).
+    assert report["n_images"] == 4 and report["data"].endswith("(test split)")
+    v = read_manifest(bundle).verification
+    assert v.status == "passed" and v.n_images == 4
+    assert main(["verify", str(bundle), "--split-file", str(split), "--subset", "train",
+                 "--no-record", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["n_images"] == 16
+    assert main(["verify", str(bundle)]) == 1
+    assert "exactly one of --data DIR and --split-file" in capsys.readouterr().err
