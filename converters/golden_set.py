@@ -19,9 +19,12 @@ from edge.image_io import read_image
 from edge.preprocessing import PreprocessSpec, preprocess, resize
 
 DEFAULT_COUNT = 6
-# Max |dp| per image allowed between the device and the float Keras model. Loose enough for a
-# larger int8 model near a decision boundary, far below what a broken bundle produces.
-DEFAULT_ATOL: dict[str, float] = {"float32": 1e-3, "float16": 0.01, "dynamic": 0.05, "int8": 0.1}
+# Max |dp| per image allowed between the device and the float Keras model: a sanity bound that
+# a broken quantisation fails (black-image calibration: 0.996), while exact parity with the
+# export is checked separately (edge.bundle.PARITY_ATOL). For int8 it must clear the worst
+# image of a healthy model: EfficientNet-Lite0 int8 on 649 Taleqani test images had mean |dp|
+# 0.017 but max 0.43 (one image near a decision boundary), and 0.17 on BCCD demo frames.
+DEFAULT_ATOL: dict[str, float] = {"float32": 1e-3, "float16": 0.01, "dynamic": 0.05, "int8": 0.5}
 # Raw golden images are stored as captured when they share one size up to this; otherwise each is
 # resized to the model input first (the npz stacks them into one array).
 _MAX_RAW_SIDE = 512

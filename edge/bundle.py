@@ -5,8 +5,9 @@ A bundle is a directory::
     manifest.json   schema version, labels, tensors, quantisation, preprocessing, provenance
     model.tflite    the LiteRT model (a classifier, or a backbone emitting embeddings)
     head.npz        form "backbone_head" only: dense head ``kernel`` (D, N) and ``bias`` (N,)
-    golden.npz      optional: raw images, their preprocessed form and the float model's outputs,
-                    for the device's start-up parity check (edge.golden)
+    golden.npz      optional: raw images, their preprocessed form, the float model's outputs and
+                    the bundle's own outputs at export, for the device's start-up parity check
+                    (edge.golden)
 
 Loading checks every claim the manifest makes against the files and refuses a mismatch with
 one line naming what differs.
@@ -65,11 +66,17 @@ class HeadInfo(_Strict):
     parent_sha256: str | None = None  # the head this one was fine-tuned from
 
 
+# Device vs the exporter's own LiteRT outputs on the same golden inputs: only kernel
+# differences between CPUs remain (for int8 about one output quantum, 1/256).
+PARITY_ATOL: dict[str, float] = {"float32": 1e-3, "float16": 1e-3, "dynamic": 0.02, "int8": 0.02}
+
+
 class GoldenInfo(_Strict):
     file: str = GOLDEN_FILE
     sha256: str
     count: int = Field(ge=1)
     atol: float = Field(0.05, gt=0, le=1)  # max |dp| allowed between device and float reference
+    parity_atol: float | None = Field(None, gt=0, le=1)  # max |dp| vs the bundle's own outputs
 
 
 class Verification(_Strict):
@@ -362,12 +369,6 @@ def write_bundle(
             version=1,
             embedding_dim=int(kernel.shape[0]),
         )
-    golden_info = None
-    if golden is not None:
-        from edge.golden import write_golden
-
-        sha, count = write_golden(root / GOLDEN_FILE, **golden)
-        golden_info = GoldenInfo(sha256=sha, count=count, atol=golden_atol)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         name=name,
@@ -381,8 +382,20 @@ def write_bundle(
         preprocessing=spec.to_dict(),
         temperature=temperature,
         head=head_info,
-        golden=golden_info,
         provenance=provenance or Provenance(),
+    )
+    write_manifest(root, manifest)
+    bundle = load_bundle(root)
+    if golden is None:
+        return bundle
+    from edge.golden import write_golden
+
+    # The bundle's own outputs on the golden inputs, so the device can check it reproduces
+    # this export exactly (preprocessing and runtime), not just roughly the float model.
+    own = np.stack([bundle.probabilities(x) for x in golden["preprocessed"]])
+    sha, count = write_golden(root / GOLDEN_FILE, **golden, bundle_expected=own)
+    manifest.golden = GoldenInfo(
+        sha256=sha, count=count, atol=golden_atol, parity_atol=PARITY_ATOL[quantization]
     )
     write_manifest(root, manifest)
     return load_bundle(root)

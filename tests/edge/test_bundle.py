@@ -195,3 +195,37 @@ def test_edge_inspect_cli_reports_a_broken_bundle_in_one_line(
     assert main(["inspect", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 labels but the model outputs 2 classes" in err[0]
+
+
+def test_golden_parity_with_the_export_is_checked_tightly(
+    tmp_path, tiny_tflite, field_paths
+) -> None:  # type: ignore[no-untyped-def]
+    from edge.image_io import read_image
+
+    images = np.stack([read_image(p) for p in field_paths])
+    pre = np.stack([preprocess(i, SPEC) for i in images])
+    probe = load_bundle(_write(tmp_path / "probe", tiny_tflite))
+    own = np.stack([probe.probabilities(x) for x in pre])
+    # A float reference that differs a little (as an int8 model would) passes the loose bound...
+    ref = np.clip(own + 0.01, 0, 1)
+    path = _write(
+        tmp_path, tiny_tflite, golden={"images": images, "preprocessed": pre, "expected": ref}
+    )
+    bundle = load_bundle(path)
+    assert bundle.manifest.golden.parity_atol == 1e-3  # type: ignore[union-attr]
+    report = require_golden(bundle)
+    assert report is not None and report.parity_dp is not None and report.parity_dp < 1e-6
+    assert 0.009 < report.max_abs_dp < 0.011
+    # ...but a device whose outputs drift from the export by more than parity_atol is refused.
+    with np.load(path / "golden.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["bundle_expected"] = arrays["bundle_expected"] + 0.005
+    from edge.golden import write_golden
+
+    sha, _ = write_golden(path / "golden.npz", **arrays)
+    _edit_manifest(
+        path, golden={**json.loads((path / "manifest.json").read_text())["golden"], "sha256": sha}
+    )
+    drifted = check_golden(load_bundle(path))
+    assert drifted is not None and not drifted.parity_ok and not drifted.passed
+    assert "parity with export max |dp| 0.0050" in drifted.summary()
