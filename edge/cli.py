@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command(sub, "watch", "the reference lab-dashboard subscriber", _watch)
     p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://...")
-    p.add_argument("--device", metavar="ID", help="only this device (default: all)")
+    p.add_argument("--device", metavar="ID", help="only this device; if absent, all devices")
     p.add_argument("--prefix", default="blastscope", help="topic prefix")
     p.add_argument("--json", action="store_true", help="one JSON object per message")
     p.add_argument("--lines", action="store_true", help="one line per event even on a terminal")

@@ -115,7 +115,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="backbone: " + ", ".join(list_models()),
     )
-    m.add_argument("--image-size", type=_positive_int, help="input side (default: native)")
+    m.add_argument(
+        "--image-size", type=_positive_int, help="input side; if absent, the model's native size"
+    )
     m.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout before the head")
     t = p.add_argument_group("training")
@@ -123,7 +125,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--head-epochs",
         type=int,
-        help="phase 1, base frozen (default: 5 with pretrained weights, 0 from scratch)",
+        help="phase 1, base frozen; if absent, 5 with pretrained weights and 0 from scratch",
     )
     t.add_argument("--fine-tune-epochs", type=int, default=45, help="phase 2 epochs")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam LR of the first phase")
