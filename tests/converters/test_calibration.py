@@ -75,3 +75,21 @@ def test_input_coverage_flags_a_collapsed_input_range() -> None:
     assert input_coverage(good, (0.0, 255.0)) == pytest.approx(250 / 255)
     assert input_coverage(black, (0.0, 255.0)) < 1e-6
     assert input_coverage(TensorInfo((1, 2), "float32"), (0.0, 1.0)) == 1.0
+
+
+def test_representative_dataset_is_edges_preprocessing_of_each_file(cells_dir: Path) -> None:
+    import numpy as np
+
+    from converters import calibration
+    from edge.image_io import read_image
+    from edge.preprocessing import PreprocessSpec, preprocess
+
+    assert calibration.preprocess is preprocess  # the device's code, not a copy
+    spec = PreprocessSpec(height=32, width=32, contrast="clahe")
+    cal = from_folder(cells_dir, 4, seed=0)
+    batches = list(calibration.representative_dataset(cal, spec)())
+    assert len(batches) == 4 and all(len(b) == 1 for b in batches)
+    for [x], f in zip(batches, cal.files, strict=True):
+        assert x.shape == (1, 32, 32, 3) and x.dtype == np.float32
+        np.testing.assert_array_equal(x[0], preprocess(read_image(f.path), spec))
+    assert per_class(cal.files) == {"RBC": 2, "WBC": 2}  # class-mixed, not folder order

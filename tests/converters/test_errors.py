@@ -93,3 +93,53 @@ def test_labels_and_preprocessing_must_fit_the_model(
     args[-1] = str(tmp_path / "bad.json")
     assert main([*args, "--labels", "a,b"]) == 1
     assert "unknown key(s) ['colour']" in _one_line_error(capsys)
+
+
+def test_export_options_are_checked_before_the_model_is_loaded(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from converters.errors import ConverterError
+    from converters.export import ExportOptions, export
+
+    missing = tmp_path / "never-read.keras"
+    with pytest.raises(ConverterError, match=r"unknown quantisation 'int4'; choose one of .*int8"):
+        export(ExportOptions(model=missing, out=tmp_path / "b", quantization="int4"))
+    with pytest.raises(ConverterError, match="unknown form 'split'"):
+        export(ExportOptions(model=missing, out=tmp_path / "b", form="split"))  # type: ignore[arg-type]
+    base = ["export", str(missing), "--out", str(tmp_path / "b")]
+    assert main([*base, "--calibration-count", "0"]) == 1
+    assert "--calibration-count 0: must be >= 1" in _one_line_error(capsys)
+    assert main([*base, "--golden-atol", "2"]) == 1
+    assert "--golden-atol 2.0: must be in (0, 1]" in _one_line_error(capsys)
+    assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_settings_are_checked(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["benchmark", str(tmp_path), "--max-threads", "0"]) == 1
+    assert "--max-threads 0, --runs 50, --warmup 5: need >= 1" in _one_line_error(capsys)
+    assert main(["benchmark", str(tmp_path / "nobundle")]) == 1
+    assert "not a bundle directory" in _one_line_error(capsys)
+
+
+def test_progress_goes_to_a_terminal_only(caplog, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from converters import progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    previous = progress.set_console(tty)
+    try:
+        progress.stage("converting to int8 (classifier)")
+        assert list(progress.progress(range(3), 3, "calibrating")) == [0, 1, 2]
+        assert "converters: converting to int8 (classifier)" in tty.getvalue()
+        assert "calibrating" in tty.getvalue()  # the tqdm bar
+        piped = io.StringIO()  # CI logs, pipes: no bar, the stage goes to the log (-v)
+        progress.set_console(piped)
+        with caplog.at_level("INFO", logger="converters.progress"):
+            progress.stage("writing bundle b")
+            assert list(progress.progress(range(2), 2, "verifying")) == [0, 1]
+        assert piped.getvalue() == "" and "writing bundle b" in caplog.text
+    finally:
+        progress.set_console(previous)

@@ -199,3 +199,27 @@ def test_golden_images_from_a_chosen_folder(trained_run: Path, tmp_path: Path) -
     with np.load(out / "golden.npz") as data:
         assert data["images"].shape[0] == 3
     assert check_golden(load_bundle(out)).passed  # type: ignore[union-attr]
+
+
+# The fine-tunable form in the float quantisations (int8 is in the `bundles` fixture): the
+# backbone's embeddings through the float head must give Keras' probabilities.
+@pytest.mark.parametrize(
+    ("quant", "tolerance"), [("float32", 1e-5), ("float16", 2e-3), ("dynamic", 1e-2)]
+)
+def test_finetunable_form_in_every_float_quantisation_matches_keras(
+    quant: str, tolerance: float, trained_run: Path, tmp_path: Path, real_images, keras_probs
+) -> None:  # type: ignore[no-untyped-def]
+    from converters.export import ExportOptions, export
+
+    out = tmp_path / f"{quant}-finetunable"
+    export(
+        ExportOptions(
+            model=trained_run / "model.keras", out=out, quantization=quant, form="backbone_head"
+        )
+    )
+    bundle = load_bundle(out)
+    assert (bundle.manifest.form, bundle.manifest.quantization) == ("backbone_head", quant)
+    probs = np.stack([bundle.probabilities(xi) for xi in real_images[0]])
+    err = float(np.abs(probs - keras_probs).max())
+    assert err <= tolerance, f"{quant} backbone_head: max abs error {err:.3g}"
+    assert check_golden(bundle).passed  # type: ignore[union-attr]

@@ -21,8 +21,20 @@ def test_every_command_has_help_with_defaults(command: str, capsys: Any) -> None
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert f"trainer {command}" in text
+    # Every option says its default: argparse's formatter adds it only to options with help.
+    import argparse
+
+    from trainer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[command]._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            assert action.help, f"{command} {action.option_strings[0]}: no help, so no default"
+            if action.default is argparse.SUPPRESS:
+                assert "default" in action.help, action.option_strings
     if command == "fit":
         assert "(default: efficientnet-b3)" in text and "(default: dwell)" in text
+        assert "images per step (default: 32)" in text and "(default: auto)" in text
 
 
 def test_an_empty_class_stops_fit_before_training(
@@ -59,3 +71,27 @@ def test_split_and_groups_commands(
     by_path = {r.path: r for r in read_split(split)}
     assert by_path["WBC/w-100.png"].group == by_path["WBC/w-000.png"].group
     assert by_path["WBC/w-100.png"].split == by_path["WBC/w-000.png"].split
+
+
+def test_weights_that_cannot_work_stop_fit_before_reading_images(
+    tmp_path: Path, cells_dir: Path, capsys: Any
+) -> None:
+    argv = ["fit", "--data", str(cells_dir), "--out", str(tmp_path / "run"), "--model", "tiny"]
+    assert main(argv) == 1  # --weights defaults to imagenet, which tiny does not have
+    err = capsys.readouterr().err
+    assert err.startswith("trainer: error: --weights imagenet: tiny has no ImageNet weights")
+    assert "--weights none" in err and err.count("\n") == 1
+    assert main([*argv, "--weights", str(tmp_path / "gone.h5")]) == 1
+    assert "gone.h5: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["fit", "--out", str(tmp_path / "run")]) == 1
+    assert "--data DIR is required (except with --resume)" in capsys.readouterr().err
+
+
+def test_groups_on_a_folder_of_unreadable_images_is_an_error(tmp_path: Path, capsys: Any) -> None:
+    for cls in ("A", "B"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "x.png").write_bytes(b"not a png")
+    assert main(["groups", "--data", str(tmp_path)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("trainer: error: ") and "none of its 2 image(s) can be read" in last

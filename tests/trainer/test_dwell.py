@@ -91,8 +91,9 @@ def test_lra_walks_every_transition_to_an_early_stop() -> None:
     assert [(d.misses, d.cuts) for d in got] == [
         (0, 0), (0, 0), (1, 0), (0, 1), (0, 0), (1, 0), (0, 1), (1, 1), (0, 2),
     ]  # fmt: skip
-    # The accuracy phase compares with the best accuracy; the val_loss phase with the loss of
-    # the snapshot's weights (epoch 1: 1.0, not the lower 0.9 of discarded epoch 2).
+    # The accuracy phase compares with the best accuracy; the val_loss phase with the lowest
+    # validation loss seen at an accuracy improvement (epoch 0: 1.0; epoch 1's was 1.2), not
+    # the lower 0.9 of epoch 2, which was no improvement and was rolled back.
     assert [d.reference for d in got[:5]] == [0.0, 0.5, 0.6, 0.6, 1.0]
     assert [d.best_epoch for d in got] == [0, 1, 1, 1, 4, 4, 4, 4, 4]
     # The final weights are those of the lowest validation loss (epoch 2, 0.90), not the
@@ -202,3 +203,52 @@ def test_callback_applies_decisions_to_a_real_model(tmp_path: Any) -> None:
     assert again.snapshot is not None and all(
         np.array_equal(a, b) for a, b in zip(again.snapshot, weights_at[4], strict=True)
     )
+
+
+def test_history_csv_rows_carry_metrics_lr_and_each_dwell_decision(tmp_path: Any) -> None:
+    import keras
+
+    from trainer.callbacks import (
+        HISTORY_FIELDS,
+        DwellCallback,
+        HistoryCsv,
+        LrLogger,
+        read_history,
+        truncate_history,
+    )
+    from trainer.models import create_model
+
+    model = create_model("tiny", 2).model
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    path = tmp_path / "history.csv"
+    dwell = DwellCallback(DwellConfig(form="table1"))
+    callbacks = [dwell, HistoryCsv(path, "fine_tune", 2, dwell)]  # after a 2-epoch head phase
+    for cb in callbacks:
+        cb.set_model(model)
+    dwell.on_train_begin()
+    for epoch, val_loss in enumerate((1.0, 1.2)):
+        logs = {"loss": 0.5, "accuracy": 0.8, "val_loss": val_loss, "val_accuracy": 0.7}
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+    rows = read_history(path)
+    assert path.read_text().splitlines()[0] == ",".join(HISTORY_FIELDS)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "action", "restored"} <= set(
+        HISTORY_FIELDS
+    )
+    assert [(r["epoch"], r["phase"], r["action"], r["restored"]) for r in rows] == [
+        ("3", "fine_tune", "improved", "0"),
+        ("4", "fine_tune", "cut", "1"),
+    ]
+    assert rows[1]["restored_to_epoch"] == "3" and float(rows[1]["lr_next"]) == pytest.approx(5e-4)
+    assert rows[1]["monitor"] == "val_loss" and float(rows[1]["reference"]) == 1.0
+    # Resuming drops rows past the checkpoint.
+    truncate_history(path, 3)
+    assert [r["epoch"] for r in read_history(path)] == ["3"]
+    # The fixed schedule logs its LR (DWELL's cut left 5e-4) and says so.
+    logs = {"loss": 0.4, "accuracy": 0.9, "val_loss": 0.3}
+    for cb in (LrLogger(), HistoryCsv(tmp_path / "fixed.csv", "head", 0, None)):
+        cb.set_model(model)
+        cb.on_epoch_end(0, logs)
+    [row] = read_history(tmp_path / "fixed.csv")
+    assert (row["epoch"], row["action"], row["lr_next"]) == ("1", "fixed", row["lr"])
+    assert float(row["lr"]) == pytest.approx(5e-4) and logs["lr"] == pytest.approx(5e-4)

@@ -153,3 +153,42 @@ def test_one_class_folder_is_not_a_classification_problem(
 def test_task_that_does_not_fit_the_layout_is_an_error(cells_dir: Path) -> None:
     with pytest.raises(DataError, match="--task binary"):
         discover(cells_dir, task="binary")
+
+
+def test_malaria_file_without_slide_or_patient_id_is_named(
+    tmp_path: Path, rbc_crops: list[np.ndarray]
+) -> None:
+    root = tmp_path / "malaria"
+    write_image(root / "Parasitized" / "C33P1thinF_IMG_1_cell_1.png", rbc_crops[0])
+    write_image(root / "Uninfected" / "cell_7.png", rbc_crops[1])
+    assert detect_layout(root) == "malaria"
+    with pytest.raises(DataError, match=r"1 malaria file name\(s\) .*Uninfected/cell_7\.png"):
+        discover(root)
+    with pytest.raises(DataError, match="--task subtypes does not apply to the malaria layout"):
+        discover(root, task="subtypes")
+
+
+def test_cnmc_is_binary_only_and_is_detected_by_its_folds(
+    tmp_path: Path, wbc_crops: list[np.ndarray]
+) -> None:
+    root = tmp_path / "cnmc"
+    write_image(root / "fold_2/all/UID_5_1_1_all.bmp", wbc_crops[0])
+    write_image(root / "fold_2/hem/UID_H5_1_1_hem.bmp", wbc_crops[1])
+    assert detect_layout(root) == "cnmc"
+    assert discover(root, task="binary").samples[1].group == "subject:H5"
+    with pytest.raises(DataError, match="--task subtypes does not apply to C-NMC"):
+        discover(root, task="subtypes")
+    (root / "fold_2/hem/UID_H5_1_1_hem.bmp").unlink()
+    with pytest.raises(DataError, match=r"class folder .*fold_2/hem has no images"):
+        discover(root)
+
+
+def test_unknown_layout_or_task_and_missing_folder_are_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such folder"):
+        discover(tmp_path / "absent")
+    with pytest.raises(DataError, match="--layout 'kaggle' is unknown"):
+        discover(tmp_path, layout="kaggle")
+    with pytest.raises(DataError, match="--task 'ternary' is unknown"):
+        discover(tmp_path, task="ternary")
+    with pytest.raises(DataError, match="has no class folders"):
+        discover(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from tests.trainer.conftest import write_image
 from trainer.errors import DataError, SplitError
 from trainer.layouts import discover
-from trainer.prepare import prepare
+from trainer.prepare import GroupingOptions, from_split_file, prepare
+from trainer.run_files import write_split
 from trainer.splits import (
     SplitRecord,
     assign_splits,
@@ -132,3 +134,84 @@ def test_a_class_with_too_few_readable_images_is_named(
     (tmp_path / "Blast" / "c.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"class 'Blast' has 2 readable image"):
         prepare(discover(tmp_path), progress=False)
+
+
+def _two_classes(root: Path, wbc: list[np.ndarray], rbc: list[np.ndarray], n: int = 6) -> Path:
+    for i in range(n):
+        write_image(root / "WBC" / f"w{i}.png", wbc[i])
+        write_image(root / "RBC" / f"r{i}.png", rbc[i])
+    return root
+
+
+def test_random_split_warns_and_records_what_leaks(
+    tmp_path: Path,
+    wbc_crops: list[np.ndarray],
+    rbc_crops: list[np.ndarray],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = _two_classes(tmp_path / "d", wbc_crops, rbc_crops)
+    write_image(root / "WBC" / "w9.png", wbc_crops[0])  # an exact copy of w0: one group
+    opts = GroupingOptions(run_block=0)
+    with caplog.at_level("WARNING"):
+        prepared = prepare(discover(root), "random", (0.5, 0.25, 0.25), 2, opts, False)
+    assert "--split random splits by image" in caplog.text and "inflate" in caplog.text
+    assert prepared.meta["strategy"] == "random"
+    by_path = {r.path: r for r in prepared.records}
+    assert by_path["WBC/w0.png"].group == by_path["WBC/w9.png"].group
+    crossing = int(by_path["WBC/w0.png"].split != by_path["WBC/w9.png"].split)
+    assert prepared.meta["groups_crossing_splits"] == crossing  # counted, not hidden
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        group = prepare(discover(root), "group", (0.5, 0.25, 0.25), 2, opts, False)
+    assert "--split random" not in caplog.text and group.meta["groups_crossing_splits"] == 0
+    with pytest.raises(SplitError, match="--split 'image' is unknown"):
+        prepare(discover(root), "image", progress=False)
+
+
+def test_a_class_whose_images_are_all_unreadable_is_named(
+    tmp_path: Path, wbc_crops: list[np.ndarray]
+) -> None:
+    for i in range(3):
+        write_image(tmp_path / "WBC" / f"{i}.png", wbc_crops[i])
+        (tmp_path / "Blast" / f"{i}.png").parent.mkdir(exist_ok=True)
+        (tmp_path / "Blast" / f"{i}.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match=r"class 'Blast' has no readable image"):
+        prepare(discover(tmp_path), progress=False)
+
+
+def test_a_reused_split_file_is_checked_against_the_data(
+    tmp_path: Path, wbc_crops: list[np.ndarray], rbc_crops: list[np.ndarray]
+) -> None:
+    root = _two_classes(tmp_path / "d", wbc_crops, rbc_crops)
+    dataset = discover(root)
+    prepared = prepare(dataset, "group", (0.5, 0.25, 0.25), 0, GroupingOptions(run_block=0), False)
+    split = tmp_path / "split.json"
+    write_split(split, root, dataset.labels, prepared.records, prepared.meta)
+    again = from_split_file(discover(root), split, same_data=True)
+    assert again.records == prepared.records
+    assert from_split_file(dataset, split).meta["split_reused_from"] == str(split)
+    # Other classes: refused, naming both label lists.
+    other = _two_classes(tmp_path / "o", wbc_crops, rbc_crops)
+    (other / "RBC").rename(other / "Blast")
+    with pytest.raises(SplitError, match=r"labels \['RBC', 'WBC'\] but .* has \['Blast', 'WBC'\]"):
+        from_split_file(discover(other), split)
+    # New files under the folder: fine for a reused split, not for resuming a run.
+    write_image(root / "WBC" / "w100.png", wbc_crops[8])
+    from_split_file(discover(root), split)
+    with pytest.raises(SplitError, match=r"changed since .* was written"):
+        from_split_file(discover(root), split, same_data=True)
+    # A listed file that is gone is named.
+    (root / "RBC" / "r3.png").unlink()
+    with pytest.raises(SplitError, match=r"1 file\(s\) of .* are not under .*RBC/r3\.png"):
+        from_split_file(discover(root), split)
+    (root / "RBC" / "r3.png").write_bytes(b"")
+    # A hand-edited group split that now leaks is refused by the leak check.
+    data = json.loads(split.read_text())
+    first = data["files"][0]
+    moved = next(
+        f for f in data["files"] if f["split"] != first["split"] and f["label"] == first["label"]
+    )
+    moved["group"] = first["group"]
+    split.write_text(json.dumps(data))
+    with pytest.raises(SplitError, match=f"group '{first['group']}' is in both"):
+        from_split_file(discover(root), split)

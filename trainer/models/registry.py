@@ -72,10 +72,14 @@ def _resolve_weights(info: ModelInfo, weights: str) -> tuple[str | None, Path | 
         return None, None
     if weights == "imagenet":
         if not info.imagenet_available:
-            raise BlastscopeError(
-                f"{info.name} has no Keras ImageNet download; run `trainer import-weights "
-                f"{info.name}` and pass the file it writes with --weights PATH"
+            # Only the EfficientNet-Lite family has an importer (trainer.lite_weights).
+            fix = (
+                f"run `trainer import-weights {info.name}` and pass the file it writes with "
+                "--weights PATH"
+                if info.family == "efficientnet-lite"
+                else "pass --weights none (train from scratch) or --weights PATH"
             )
+            raise BlastscopeError(f"--weights imagenet: {info.name} has no ImageNet weights; {fix}")
         return "imagenet", None
     path = Path(weights)
     if not path.is_file():
@@ -83,6 +87,17 @@ def _resolve_weights(info: ModelInfo, weights: str) -> tuple[str | None, Path | 
             f"--weights {weights}: no such file; expected imagenet, none or a path"
         )
     return None, path
+
+
+def _first_line(exc: Exception) -> str:
+    """Keras' loading errors run to many lines; the CLI prints one."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def check_weights(name: str, weights: str) -> None:
+    """Refuse a --weights value that cannot work for ``name`` (no TensorFlow needed)."""
+    _resolve_weights(model_info(name), weights)
 
 
 def create_model(
@@ -103,8 +118,8 @@ def create_model(
     except Exception as exc:  # a failed download surfaces as many exception types
         if keras_weights == "imagenet":
             raise BlastscopeError(
-                f"could not load ImageNet weights for {name} ({exc}); without internet, "
-                "pass --weights PATH or --weights none"
+                f"could not load ImageNet weights for {name} ({_first_line(exc)}); without "
+                "internet, pass --weights PATH or --weights none"
             ) from None
         raise
     if local is not None:
@@ -112,7 +127,8 @@ def create_model(
             base.load_weights(str(local))
         except Exception as exc:
             raise BlastscopeError(
-                f"--weights {local}: does not fit {name}'s base ({exc})"
+                f"--weights {local}: does not fit {name}'s base ({_first_line(exc)}); expected "
+                f"weights saved from a {name} base"
             ) from None
     inputs = keras.Input((size, size, 3), name="image")
     features = base(inputs)
