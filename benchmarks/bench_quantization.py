@@ -146,13 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--calibration-count", type=int, default=100)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--keep", type=Path, help="write the models and bundles here instead of a temp folder"
+    )
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
-            rows += bench_model(name.strip(), args, Path(tmp))
+            rows += bench_model(name.strip(), args, work)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}"
