@@ -38,7 +38,7 @@ def convert(
         raise ConverterError(
             f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
         )
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(with_batch_of_one(model))
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -69,6 +69,19 @@ def convert(
         raise ConverterError(
             f"LiteRT conversion to {quantization} failed: {first[:300]}{hint}"
         ) from None
+
+
+def with_batch_of_one(model: Any) -> Any:
+    """The same model (same weights) re-traced with a static batch of 1.
+
+    With a dynamic batch, Keras' squeeze-excite reshapes become SHAPE / STRIDED_SLICE / PACK
+    ops that XNNPACK cannot take, so the graph is cut into dozens of delegate partitions (B3:
+    27); with batch 1 they fold to constants and the whole model is one XNNPACK partition.
+    The device runs one frame at a time anyway.
+    """
+    k = keras()
+    inputs = k.Input(batch_shape=(1, *model.input_shape[1:]), name="image")
+    return k.Model(inputs, model(inputs), name=model.name)
 
 
 def split_backbone_head(model: Any) -> tuple[Any, np.ndarray, np.ndarray]:

@@ -143,3 +143,24 @@ def test_progress_goes_to_a_terminal_only(caplog, monkeypatch) -> None:  # type:
         assert piped.getvalue() == "" and "writing bundle b" in caplog.text
     finally:
         progress.set_console(previous)
+
+
+def test_conversion_uses_a_static_batch_so_reshapes_fold() -> None:
+    """Squeeze-excite reshapes must not leave SHAPE/STRIDED_SLICE ops that split XNNPACK."""
+    import keras
+    import numpy as np
+
+    from converters.conversion import convert
+    from edge.runtime import LiteRTModel
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    se = keras.layers.Reshape((1, 1, 8))(keras.layers.GlobalAveragePooling2D()(x))
+    x = keras.layers.Multiply()([x, keras.layers.Activation("sigmoid")(se)])
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    lite = LiteRTModel(convert(model, "float32"))
+    ops = lite.op_counts()
+    assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(ops), ops
+    x_in = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(lite.run(x_in), model.predict(x_in, verbose=0), atol=1e-5)
