@@ -99,8 +99,8 @@ def bccd_calls(run_dir: Path, bccd: Path) -> dict[str, int]:
 
 def epochs_and_events(run: dict[str, Any]) -> str:
     hist = run["history"]
-    cuts = sum(1 for h in hist if h.get("dwell_cut") in ("1", "1.0", "True"))
-    restores = sum(1 for h in hist if h.get("dwell_restored") in ("1", "1.0", "True"))
+    cuts = sum(1 for h in hist if h.get("action") == "cut")
+    restores = sum(1 for h in hist if h.get("restored") == "1")
     return f"{len(hist)} epochs, {cuts} LR cuts, {restores} rollbacks"
 
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             f"from PyPI, {epochs_and_events(main_run)}."
         )
         w("")
-        w(render_markdown(main_run["report"]).split("\n", 2)[2])
+        w(render_markdown(main_run["report"]).split("\n", 2)[2].replace("\n## ", "\n### "))
     else:
         w("_not run yet_")
     w("")
@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     binary = load(runs / "lite0-transfer-dwell-binary")
     w("## Taleqani ALL vs HEM (binary), same model and recipe")
     w("")
-    w(render_markdown(binary["report"]).split("\n", 2)[2] if binary else "_not run yet_")
+    w(
+        render_markdown(binary["report"]).split("\n", 2)[2].replace("\n## ", "\n### ")
+        if binary
+        else "_not run yet_"
+    )
     w("")
 
     w("## Beyond stain colour: the colour-histogram floor")
@@ -235,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     malaria = load(runs / "lite0-transfer-dwell-malaria")
     w("## NIH malaria, patient-level split (seed 000's cross-dataset check)")
     w("")
-    w(render_markdown(malaria["report"]).split("\n", 2)[2] if malaria else "_not run yet_")
+    w(
+        render_markdown(malaria["report"]).split("\n", 2)[2].replace("\n## ", "\n### ")
+        if malaria
+        else "_not run yet_"
+    )
     w("")
 
     w("## Quantised bundles against the float model on the same test images")
