@@ -45,6 +45,13 @@ def load(run_dir: Path) -> dict[str, Any] | None:
     return {"name": run_dir.name, "report": report, "training": training, "history": history}
 
 
+def report_body(run: dict[str, Any] | None) -> str:
+    """A run's report.md without its title, headings one level down; or 'not run yet'."""
+    if run is None:
+        return "_not run yet_"
+    return render_markdown(run["report"]).split("\n", 2)[2].replace("\n## ", "\n### ")
+
+
 def summary_row(name: str, what: str, report: dict[str, Any]) -> str:
     return (
         f"| {name} | {what} | {report['n']} | {pct(report['accuracy'])} | "
@@ -163,19 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             f"from PyPI, {epochs_and_events(main_run)}."
         )
         w("")
-        w(render_markdown(main_run["report"]).split("\n", 2)[2].replace("\n## ", "\n### "))
-    else:
-        w("_not run yet_")
+    w(report_body(main_run))
     w("")
 
     binary = load(runs / "lite0-transfer-dwell-binary")
     w("## Taleqani ALL vs HEM (binary), same model and recipe")
     w("")
-    w(
-        render_markdown(binary["report"]).split("\n", 2)[2].replace("\n## ", "\n### ")
-        if binary
-        else "_not run yet_"
-    )
+    w(report_body(binary))
     w("")
 
     w("## Beyond stain colour: the colour-histogram floor")
@@ -239,11 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     malaria = load(runs / "lite0-transfer-dwell-malaria")
     w("## NIH malaria, patient-level split (seed 000's cross-dataset check)")
     w("")
-    w(
-        render_markdown(malaria["report"]).split("\n", 2)[2].replace("\n## ", "\n### ")
-        if malaria
-        else "_not run yet_"
-    )
+    w(report_body(malaria))
     w("")
 
     w("## Quantised bundles against the float model on the same test images")
