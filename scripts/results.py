@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from edge.image_io import read_image
-from edge.preprocessing import normalise_colour, preprocess
-from trainer.colour_histogram_baseline import colour_histogram, fit_colour_baseline
+from edge.preprocessing import preprocess
+from trainer.colour_histogram_baseline import colour_features, fit_colour_baseline
 from trainer.metrics import classification_report
 from trainer.report import render_markdown
 from trainer.run_files import read_split_file
@@ -73,12 +73,9 @@ def colour_baseline(split_path: Path, reinhard: bool) -> dict[str, Any]:
 
     def features(part: str) -> tuple[np.ndarray, np.ndarray]:
         items = split.paths(part)
-        x = []
-        for path, _ in items:
-            img = read_image(path)
-            x.append(colour_histogram(normalise_colour(img, "reinhard") if reinhard else img))
+        x = colour_features([path for path, _ in items], "reinhard" if reinhard else "none")
         y = np.array([labels.index(label) for _, label in items])
-        return np.stack(x), y
+        return x, y
 
     x_train, y_train = features("train")
     x_test, y_test = features("test")

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge.image_io import read_image
+from edge.preprocessing import ColourNormalisation, normalise_colour
 from edge.softmax_regression import LinearHead, balanced_class_weights, fit_softmax_regression
 
 BINS = 16
@@ -27,8 +28,13 @@ def colour_histogram(image: np.ndarray) -> np.ndarray:
     return np.concatenate([f / f.sum() for f in feats]).astype(np.float32)
 
 
-def colour_features(paths: Sequence[Path]) -> np.ndarray:
-    return np.stack([colour_histogram(read_image(p)) for p in paths])
+def colour_features(
+    paths: Sequence[Path], colour_normalisation: ColourNormalisation = "none"
+) -> np.ndarray:
+    """Colour histograms of image files, optionally after edge's colour normalisation."""
+    return np.stack(
+        [colour_histogram(normalise_colour(read_image(p), colour_normalisation)) for p in paths]
+    )
 
 
 def fit_colour_baseline(x: np.ndarray, y: np.ndarray, num_classes: int) -> LinearHead:
