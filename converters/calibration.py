@@ -85,6 +85,18 @@ def representative_dataset(
     return generate
 
 
+def load_images(cal: CalibrationSet, spec: PreprocessSpec, limit: int) -> np.ndarray:
+    """The first `limit` calibration images (class-mixed order) preprocessed as the device does,
+    [N, H, W, 3] float32."""
+    files = cal.files[:limit]
+    return np.stack(
+        [
+            preprocess(read_image(f.path), spec).astype(np.float32)
+            for f in progress(files, len(files), "reading calibration images")
+        ]
+    )
+
+
 def input_coverage(info: TensorInfo, expected: tuple[float, float]) -> float:
     """Fraction of the expected float input range the quantised input tensor can represent."""
     if not info.quantized:

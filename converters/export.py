@@ -21,6 +21,7 @@ from converters.calibration import DEFAULT_COUNT, DEFAULT_SEED, CalibrationSet
 from converters.conversion import QUANTIZATIONS, IoType, convert, split_backbone_head
 from converters.errors import CalibrationError, ConverterError, ModelFileError, RunFilesError
 from converters.image_sets import LabelledFile, class_mixed, scan_folder
+from converters.int8_prep import Int8Prep, prepare_for_int8
 from converters.progress import stage
 from converters.run_files import TrainingRun, read_training_run
 from converters.tf_env import load_keras_model, tensorflow
@@ -39,6 +40,10 @@ from edge.preprocessing import PreprocessError, PreprocessSpec
 log = logging.getLogger(__name__)
 
 Form = Literal["classifier", "backbone_head"]
+# Bias correction measures per-channel means: a few hundred images pin them down and its cost
+# grows with images x layers, so it takes the first 300 (class-mixed) calibration images while
+# range calibration still sees all of them.
+BIAS_CORRECTION_IMAGES = 300
 
 
 @dataclass
@@ -57,6 +62,7 @@ class ExportOptions:
     golden_count: int = golden_set.DEFAULT_COUNT
     golden_atol: float | None = None
     golden: Path | None = None  # images for the golden set; default: the run's test/val split
+    bias_correction: bool = True  # int8 only: input folding + bias correction (int8_prep)
     overwrite: bool = False
 
 
@@ -259,9 +265,14 @@ def export(opts: ExportOptions) -> ExportResult:
         backbone, kernel, bias = split_backbone_head(model)
         target, head = backbone, (kernel, bias)
     representative = None
+    prep: Int8Prep | None = None
     if opts.quantization == "int8":
         assert images is not None
         representative = calibration.representative_dataset(images, spec)
+        if opts.bias_correction:
+            stage("preparing for int8 (input folding, bias correction)")
+            sample = calibration.load_images(images, spec, BIAS_CORRECTION_IMAGES)
+            target, prep = prepare_for_int8(target, sample)
     stage(f"converting to {opts.quantization} ({opts.form})")
     model_bytes = convert(target, opts.quantization, representative, opts.io_type)
 
@@ -285,6 +296,7 @@ def export(opts: ExportOptions) -> ExportResult:
     }
     if opts.quantization == "int8":
         conversion["io_type"] = opts.io_type
+        conversion["int8_prep"] = prep.describe() if prep is not None else None
 
     stage(f"writing bundle {opts.out}")
     try:

@@ -244,15 +244,27 @@ def main(argv: list[str] | None = None) -> int:
     w("")
     w("`bash scripts/verify_demo_variants.sh runs` exports the 4-class and binary models and runs")
     w("`converters verify BUNDLE --split-file RUN/split.json` (the gate: top-1 agreement >= 99 %")
-    w("and no class's recall down more than 1 point) on each model's held-out test split.")
+    w("and no class's recall down more than 1 point) on each model's held-out test split, and on")
+    w("the validation split where recorded. `-noprep` bundles are converted as trained")
+    w("(`--no-bias-correction`); the others with the default int8 preparation (the input scaling")
+    w("folded into the first convolution, every BatchNorm bias-corrected for int8 weight rounding")
+    w("on the calibration images: converters/int8_prep.py).")
     w("")
     w(
-        "| bundle | form | n | agreement | accuracy bundle | accuracy float | recall deltas "
+        "| bundle | form | n | agreement (val) | accuracy bundle | accuracy float | recall deltas "
         "(points) | max / mean abs dp | gate |"
     )
     w("|---|---|---|---|---|---|---|---|---|")
     for path in sorted(runs.glob("verify-*.json")):
+        if path.name.startswith("verify-val-"):
+            continue
         v = json.loads(path.read_text())
+        val_path = runs / f"verify-val-{path.stem.removeprefix('verify-')}.json"
+        val = (
+            f" ({100 * json.loads(val_path.read_text())['agreement']:.1f} %)"
+            if val_path.exists()
+            else ""
+        )
         deltas = ", ".join(
             f"{c['label']} {100 * (c['recall'] - c['reference_recall']):+.1f}"
             for c in v["per_class"]
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "PASS" if v["passed"] else "FAIL: " + "; ".join(v["failures"])
         w(
             f"| {path.stem.removeprefix('verify-')} ({v['quantization']}) | {v['form']} | "
-            f"{v['n_images']} | {100 * v['agreement']:.1f} % | {100 * v['accuracy']:.1f} "
+            f"{v['n_images']} | {100 * v['agreement']:.1f} %{val} | {100 * v['accuracy']:.1f} "
             f"({100 * lo:.1f}–{100 * hi:.1f}) | {100 * v['reference_accuracy']:.1f} "
             f"({100 * rlo:.1f}–{100 * rhi:.1f}) | {deltas} | {v['max_abs_dp']:.3f} / "
             f"{v['mean_abs_dp']:.4f} | {verdict} |"

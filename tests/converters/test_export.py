@@ -85,6 +85,11 @@ def test_manifest_records_provenance_calibration_and_golden(
     assert prov.training is not None and prov.training["model_name"] == "tiny"
     conv = prov.conversion
     assert conv is not None and conv["quantization"] == "int8" and conv["io_type"] == "uint8"
+    # int8 preparation on by default: Rescaling(1/255) folded into conv1, both BatchNorms corrected.
+    assert conv["int8_prep"] == {
+        "input_folding": "rescaling -> conv1",
+        "bias_correction": {"layers": 2, "images": 16},
+    }
     cal = conv["calibration"]
     # Calibrated on the TRAIN split only, both classes, in a seeded class-mixed order.
     assert cal["count"] == 16 and cal["per_class"] == {"RBC": 8, "WBC": 8}
