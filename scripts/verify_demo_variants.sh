@@ -26,5 +26,6 @@ one subtypes-int8-cal2272-noprep "$M4" int8 classifier 2272 --no-bias-correction
 one subtypes-int8-finetunable-cal1000-noprep "$M4" int8 backbone_head 1000 --no-bias-correction
 one binary-int8-cal1000-noprep "$M2" int8 classifier 1000 --no-bias-correction
 one subtypes-int8-prep-cal300 "$M4" int8 classifier 300
+one subtypes-int8-prep-cal2272 "$M4" int8 classifier 2272
 one subtypes-int8-prep-finetunable-cal300 "$M4" int8 backbone_head 300
 one binary-int8-prep-cal300 "$M2" int8 classifier 300

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import edge.embedded_broker as eb
+from edge.bundle import load_bundle
 from edge.demo import DEMO_BUNDLE, DEMO_FRAMES
 from edge.image_io import list_images
 from tests.edge.daemon_helpers import ROOT, RUNNER
@@ -49,6 +50,10 @@ def test_demo_with_the_bundled_model(tmp_path: Path) -> None:
     proc = _demo()
     if (DEMO_BUNDLE / "manifest.json").is_file():
         assert proc.returncode == 0, proc.stderr
+        # What the README promises: a full-int8 bundle that passed the int8-vs-float gate.
+        manifest = load_bundle(DEMO_BUNDLE).manifest
+        assert manifest.quantization == "int8" and manifest.verification.status == "passed"
+        assert manifest.input.dtype == "uint8"
     else:
         assert proc.returncode == 1
         assert "the demo bundle is not installed at" in proc.stderr
