@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="int8: convert the model as trained; by default the input scaling is folded into "
         "the first convolution and each BatchNorm is bias-corrected for int8 weight rounding "
-        "on the calibration images (Lite0: agreement with float 98.3 %% -> 99.2 %%)",
+        "on the calibration images (Lite0 demo model, 649 test images: agreement with float "
+        "98.5 -> 98.9 %% with 300 calibration images, 99.1 -> 99.5 %% with 2,272)",
     )
     p.add_argument(
         "--labels",
