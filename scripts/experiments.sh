@@ -30,6 +30,12 @@ fit lite0-transfer-dwell-subtypes taleqani-subtypes --data "$T" --task subtypes 
   --weights "$WEIGHTS" --head-epochs 3 --fine-tune-epochs 5 --lr-schedule dwell
 fit lite0-transfer-fixed-subtypes taleqani-subtypes --data "$T" --task subtypes "${LITE[@]}" \
   --weights "$WEIGHTS" --head-epochs 3 --fine-tune-epochs 5 --lr-schedule fixed
+# A second training seed on the same split (fixed vs DWELL).
+for schedule in dwell fixed; do
+  fit "lite0-transfer-$schedule-subtypes-seed1" taleqani-subtypes --data "$T" --task subtypes \
+    "${LITE[@]}" --weights "$WEIGHTS" --head-epochs 3 --fine-tune-epochs 5 \
+    --lr-schedule "$schedule" --seed 1
+done
 fit lite0-transfer-dwell-binary taleqani-binary --data "$T" --task binary "${LITE[@]}" \
   --weights "$WEIGHTS" --head-epochs 3 --fine-tune-epochs 5 --lr-schedule dwell
 fit lite0-transfer-dwell-subtypes-reinhard taleqani-subtypes --data "$T" --task subtypes \

@@ -230,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             w(summary_row(name, epochs_and_events(run), run["report"]))
         else:
             w(f"| {name} | _not run yet_ | | | | | |")
+    for name in ("lite0-transfer-fixed-subtypes-seed1", "lite0-transfer-dwell-subtypes-seed1"):
+        run = load(runs / name)  # optional: same split, another init/shuffle/augmentation seed
+        if run:
+            w(summary_row(name, epochs_and_events(run), run["report"]))
     w("")
+    w("`-seed1` rows (when present) reuse the same split with `--seed 1`: a second training seed.")
     w("Per-class table of every run: `trainer compare runs/lite0-*`.")
     w("")
 
