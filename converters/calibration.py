@@ -80,7 +80,7 @@ def representative_dataset(
 
     def generate() -> Iterator[list[np.ndarray]]:
         for f in progress(cal.files, len(cal.files), "calibrating"):
-            yield [preprocess(read_image(f.path), spec)[None, ...].astype(np.float32)]
+            yield [_model_input(f, spec)[None, ...]]
 
     return generate
 
@@ -90,11 +90,13 @@ def load_images(cal: CalibrationSet, spec: PreprocessSpec, limit: int) -> np.nda
     [N, H, W, 3] float32."""
     files = cal.files[:limit]
     return np.stack(
-        [
-            preprocess(read_image(f.path), spec).astype(np.float32)
-            for f in progress(files, len(files), "reading calibration images")
-        ]
+        [_model_input(f, spec) for f in progress(files, len(files), "reading calibration images")]
     )
+
+
+def _model_input(f: LabelledFile, spec: PreprocessSpec) -> np.ndarray:
+    """One calibration image as the model receives it: edge's preprocessing, float32 HWC."""
+    return preprocess(read_image(f.path), spec).astype(np.float32)
 
 
 def input_coverage(info: TensorInfo, expected: tuple[float, float]) -> float:

@@ -24,6 +24,7 @@ import numpy as np
 
 from converters.progress import progress
 from converters.tf_env import keras
+from trainer.phases import leaf_layers
 
 BATCH = 50
 
@@ -45,15 +46,6 @@ class Int8Prep:
         }
 
 
-def flat_layers(model: Any) -> Iterator[Any]:
-    """Every non-container layer in topological order, nested models expanded in place."""
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from flat_layers(layer)
-        else:
-            yield layer
-
-
 def containers(model: Any) -> Iterator[Any]:
     """`model` and every functional model nested in it."""
     yield model
@@ -62,9 +54,9 @@ def containers(model: Any) -> Iterator[Any]:
             yield from containers(layer)
 
 
-def copy_model(model: Any) -> Any:
-    """An independent model with the same architecture and weights."""
-    clone = model.__class__.from_config(model.get_config())
+def copy_model(model: Any, config: dict[str, Any] | None = None) -> Any:
+    """An independent model with the same weights, built from `config` (default: the model's)."""
+    clone = model.__class__.from_config(config if config is not None else model.get_config())
     clone.set_weights(model.get_weights())
     return clone
 
@@ -98,9 +90,8 @@ def _foldable(container: Any) -> tuple[Any, Any] | None:
     for layer in container.layers:
         if not isinstance(layer, k.layers.Rescaling):
             continue
-        if _scalar(layer.scale) is None or _scalar(layer.offset) is None:
-            continue
-        if _scalar(layer.scale) in (0.0, 1.0):
+        scale, offset = _scalar(layer.scale), _scalar(layer.offset)
+        if scale is None or offset is None or scale in (0.0, 1.0):
             continue
         node = layer
         while True:
@@ -108,7 +99,7 @@ def _foldable(container: Any) -> tuple[Any, Any] | None:
             if len(after) != 1:
                 break
             node = after[0]
-            if isinstance(node, k.layers.Conv2D) and not isinstance(node, k.layers.DepthwiseConv2D):
+            if isinstance(node, k.layers.Conv2D):  # DepthwiseConv2D is not a Conv2D subclass
                 return layer, node
             if not isinstance(node, k.layers.ZeroPadding2D):
                 break
@@ -129,8 +120,7 @@ def fold_input_scaling(model: Any) -> tuple[Any, str | None]:
         assert s is not None and o is not None
         config = model.get_config()
         _edit_layer_config(config, rescale.name, {"scale": 1.0, "offset": o / s})
-        folded = model.__class__.from_config(config)
-        folded.set_weights(model.get_weights())
+        folded = copy_model(model, config)
         target = _find(folded, conv.name)
         weights = target.get_weights()
         target.set_weights([weights[0] * np.float32(s), *weights[1:]])
@@ -150,7 +140,7 @@ def _edit_layer_config(config: Any, name: str, values: dict[str, float]) -> None
 
 
 def _find(model: Any, name: str) -> Any:
-    for layer in flat_layers(model):
+    for layer in leaf_layers(model):
         if layer.name == name:
             return layer
     raise KeyError(name)
@@ -165,7 +155,7 @@ def snap_weights(model: Any) -> int:
     """
     k = keras()
     count = 0
-    for layer in flat_layers(model):
+    for layer in leaf_layers(model):
         if not isinstance(layer, (k.layers.Conv2D, k.layers.DepthwiseConv2D)):
             continue
         weights = layer.get_weights()
@@ -222,7 +212,6 @@ def correct_biases(model: Any, images: np.ndarray) -> tuple[Any, int]:
     k = keras()
     corrected = copy_model(model)
     snap_weights(corrected)
-    done = 0
     pairs = [
         (cf, cc, bn)
         for cf, cc in zip(containers(model), containers(corrected), strict=True)
@@ -239,12 +228,11 @@ def correct_biases(model: Any, images: np.ndarray) -> tuple[Any, int]:
         target = cc.get_layer(bn.name)
         probe = k.Model(cc.input, target.input)
         shift = _channel_means(probe, images)[0] - reference[bn.name]
-        gamma_beta_mean_var = target.get_weights()
+        weights = target.get_weights()
         index = _moving_mean_index(target)
-        gamma_beta_mean_var[index] = (gamma_beta_mean_var[index] + shift).astype(np.float32)
-        target.set_weights(gamma_beta_mean_var)
-        done += 1
-    return corrected, done
+        weights[index] = (weights[index] + shift).astype(np.float32)
+        target.set_weights(weights)
+    return corrected, len(pairs)
 
 
 def _moving_mean_index(bn: Any) -> int:

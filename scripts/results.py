@@ -220,20 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     w("## Fixed LR vs DWELL, transfer vs from scratch (seed 000's Tables 2 and 3, small scale)")
     w("")
     w(SUMMARY_HEAD.replace("| what |", "| what (schedule) |"))
-    for name in (
-        "lite0-transfer-fixed-subtypes",
-        "lite0-transfer-dwell-subtypes",
-        "lite0-scratch-dwell-subtypes",
+    for name, required in (
+        ("lite0-transfer-fixed-subtypes", True),
+        ("lite0-transfer-dwell-subtypes", True),
+        ("lite0-scratch-dwell-subtypes", True),
+        # Optional: the same split, another init/shuffle/augmentation seed.
+        ("lite0-transfer-fixed-subtypes-seed1", False),
+        ("lite0-transfer-dwell-subtypes-seed1", False),
     ):
         run = load(runs / name)
         if run:
             w(summary_row(name, epochs_and_events(run), run["report"]))
-        else:
+        elif required:
             w(f"| {name} | _not run yet_ | | | | | |")
-    for name in ("lite0-transfer-fixed-subtypes-seed1", "lite0-transfer-dwell-subtypes-seed1"):
-        run = load(runs / name)  # optional: same split, another init/shuffle/augmentation seed
-        if run:
-            w(summary_row(name, epochs_and_events(run), run["report"]))
     w("")
     w("`-seed1` rows (when present) reuse the same split with `--seed 1`: a second training seed.")
     w("Per-class table of every run: `trainer compare runs/lite0-*`.")

@@ -20,11 +20,12 @@ from trainer.config import FitConfig
 log = logging.getLogger(__name__)
 
 
-def _leaf_layers(layer: Any) -> list[Any]:
+def leaf_layers(layer: Any) -> list[Any]:
+    """Every non-container layer in topological order, nested models expanded in place."""
     subs = getattr(layer, "layers", None)
     if not subs:
         return [layer]
-    return [leaf for sub in subs for leaf in _leaf_layers(sub)]
+    return [leaf for sub in subs for leaf in leaf_layers(sub)]
 
 
 def set_trainable(base: Any, phase: str, fraction: float, pretrained: bool) -> int:
@@ -35,7 +36,7 @@ def set_trainable(base: Any, phase: str, fraction: float, pretrained: bool) -> i
         base.trainable = False
         return 0
     base.trainable = True
-    leaves = [layer for layer in _leaf_layers(base) if layer.weights]
+    leaves = [layer for layer in leaf_layers(base) if layer.weights]
     if pretrained:
         keep_frozen = len(leaves) - round(fraction * len(leaves))
         for layer in leaves[:keep_frozen]:

@@ -69,7 +69,7 @@ def group_samples(
         return groups, {"group_source": dataset.group_source}
     start = time.perf_counter()
     g = neardup.near_duplicate_groups(rels, thumbs, opts.threshold, opts.max_shift, opts.run_block)
-    info = {
+    info: dict[str, Any] = {
         "group_source": "near-duplicates + file-number runs",
         "near_duplicates": {
             "method": (

@@ -10,11 +10,11 @@ import pytest
 from converters.int8_prep import (
     copy_model,
     correct_biases,
-    flat_layers,
     fold_input_scaling,
     snap_weights,
 )
 from converters.tf_env import keras, keras_predict, load_keras_model
+from trainer.phases import leaf_layers
 
 
 @pytest.fixture()
@@ -30,7 +30,7 @@ def test_folding_the_input_scaling_keeps_the_float_model(tiny, real_images) -> N
     before = _weights(tiny)
     folded, what = fold_input_scaling(tiny)
     assert what == "rescaling -> conv1"
-    rescale = next(layer for layer in flat_layers(folded) if layer.name == "rescaling")
+    rescale = next(layer for layer in leaf_layers(folded) if layer.name == "rescaling")
     assert float(rescale.scale) == 1.0 and float(rescale.offset) == 0.0
     # 1/255 is not a power of two, so float rounding differs slightly; the function is the same.
     x = real_images[0]
