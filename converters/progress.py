@@ -1,7 +1,9 @@
 """Progress bars and stage lines on the terminal, never in captured logs or piped output.
 
 Conversion silences TensorFlow's native output by redirecting file descriptor 2; while it does,
-`console()` is a stream to the real terminal so the calibration bar still shows.
+`console()` is a stream to the real terminal so the calibration bar still shows. tqdm is
+optional (the 'train' extra has it; a device with only 'edge' may not): without it a terminal
+gets one line per step instead of a bar.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO, TypeVar
-
-from tqdm import tqdm
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -41,15 +41,17 @@ def _interactive(stream: TextIO) -> bool:
 def progress(items: Iterable[T], total: int | None, desc: str, unit: str = "img") -> Iterator[T]:
     """A tqdm bar on the console; off when the console is not a terminal (CI logs, pipes)."""
     stream = console()
-    yield from tqdm(
-        items,
-        total=total,
-        desc=desc,
-        unit=unit,
-        file=stream,
-        disable=not _interactive(stream),
-        leave=False,
-    )
+    if not _interactive(stream):
+        yield from items
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        count = f" ({total} {unit})" if total is not None else ""
+        print(f"converters: {desc}{count}", file=stream, flush=True)
+        yield from items
+        return
+    yield from tqdm(items, total=total, desc=desc, unit=unit, file=stream, leave=False)
 
 
 def stage(message: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from converters import progress
 from converters.errors import ConverterError, ModelFileError
+from edge.optional_dependencies import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,12 @@ def tensorflow() -> Any:
         with silenced():
             try:
                 import tensorflow  # noqa: F401  (the import itself is what is silenced)
-            except ImportError:
+            except ModuleNotFoundError as exc:  # tensorflow, or one of its own dependencies
+                raise MissingDependencyError(exc.name or "tensorflow", "converters") from None
+            except ImportError as exc:  # installed but broken (a native library, a wheel mismatch)
                 raise ConverterError(
-                    "TensorFlow is not installed; converters needs it: "
-                    "pip install 'blastscope[train]'"
+                    f"TensorFlow is installed but cannot be imported ({exc}); reinstall the "
+                    "'train' extra, e.g. pip install -e '.[train]' from a checkout"
                 ) from None
     import absl.logging
     import tensorflow as tf

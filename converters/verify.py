@@ -399,6 +399,7 @@ def record_verification(bundle_dir: Path, model_sha256: str, report: VerifyRepor
     details["model_sha256"] = model_sha256
     manifest.verification = Verification(
         status="passed" if report.passed else "failed",
+        digest=manifest.answer_digest(),  # the verdict holds for exactly these answers
         at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         data=report.data,
         reference=report.reference,

@@ -10,7 +10,11 @@ A bundle is a directory::
                     (edge.golden)
 
 Loading checks every claim the manifest makes against the files and refuses a mismatch with
-one line naming what differs.
+one line naming what differs. The manifest is sealed: ``digest`` is a sha256 over every field
+but ``name``, checked at load, so a hand edit (two labels swapped, a failed verification made
+"passed") is refused. The verification record holds the digest of the answer-changing fields
+it was made for (labels, tensors and their quantisation, preprocessing, temperature, head,
+golden set), and the golden set holds its labels, so neither carries over to a changed bundle.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from edge.preprocessing import PreprocessError, PreprocessSpec
 from edge.runtime import LiteRTModel, TensorInfo
 from edge.softmax_regression import softmax
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the manifest digest, labels in the golden set
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.tflite"
 HEAD_FILE = "head.npz"
@@ -81,6 +85,7 @@ class GoldenInfo(_Strict):
 
 class Verification(_Strict):
     status: Literal["unverified", "passed", "failed"] = "unverified"
+    digest: str | None = None  # Manifest.answer_digest() of the bundle that was verified
     at: str | None = None
     data: str | None = None
     reference: str | None = None
@@ -104,10 +109,23 @@ class Provenance(_Strict):
     conversion: dict[str, Any] | None = None  # quantisation, calibration set, converter version
 
 
+# The seal covers every field but these (a field added later is covered unless listed).
+_NOT_SEALED = frozenset({"digest", "name"})
+# Fields that describe a bundle without changing any answer it gives: the verdict of
+# `converters verify` is tied to everything else.
+_NOT_ANSWER = frozenset({"digest", "name", "provenance", "verification"})
+
+
+def _sha256_json(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class Manifest(_Strict):
     """The manifest.json of a bundle."""
 
     schema_version: int
+    digest: str = ""  # the seal: sha256 over every field but name; set by write_manifest
     name: str = Field(min_length=1)
     labels: list[str] = Field(min_length=2)
     form: Form = "classifier"
@@ -136,6 +154,14 @@ class Manifest(_Strict):
 
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec.from_dict(self.preprocessing)
+
+    def compute_digest(self) -> str:
+        """The seal: sha256 of the canonical JSON of every field but name and digest."""
+        return _sha256_json(self.model_dump(mode="json", exclude=set(_NOT_SEALED)))
+
+    def answer_digest(self) -> str:
+        """sha256 of every field that changes a published answer (what a verdict is for)."""
+        return _sha256_json(self.model_dump(mode="json", exclude=set(_NOT_ANSWER)))
 
 
 def sha256_file(path: Path) -> str:
@@ -222,6 +248,19 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         manifest.spec()
     except PreprocessError as exc:
         raise BundleError(f"{root}/{MANIFEST_FILE}: {exc}") from None
+    expected = manifest.compute_digest()
+    if manifest.digest != expected:
+        raise BundleError(
+            f"{root}/{MANIFEST_FILE}: digest {manifest.digest[:12] or '(none)'}… does not match "
+            f"its contents ({expected[:12]}…): the manifest was edited by hand (only 'name' may "
+            "be); re-export the bundle"
+        )
+    v = manifest.verification
+    if v.status != "unverified" and v.digest != manifest.answer_digest():
+        raise BundleError(
+            f"{root}/{MANIFEST_FILE}: the verification record ({v.status}) was made for another "
+            f"bundle (digest {str(v.digest)[:12]}…); run converters verify on this one"
+        )
     return manifest
 
 
@@ -334,8 +373,9 @@ def write_head(path: Path, kernel: np.ndarray, bias: np.ndarray) -> str:
 
 
 def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> None:
-    """Write manifest.json atomically (a crash never leaves half a manifest)."""
+    """Seal (set the digest) and write manifest.json atomically (never half a manifest)."""
     root = Path(bundle_dir)
+    manifest.digest = manifest.compute_digest()
     tmp = root / (MANIFEST_FILE + ".tmp")
     tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False) + "\n")
     tmp.replace(root / MANIFEST_FILE)
@@ -393,7 +433,9 @@ def write_bundle(
     # The bundle's own outputs on the golden inputs, so the device can check it reproduces
     # this export exactly (preprocessing and runtime), not just roughly the float model.
     own = np.stack([bundle.probabilities(x) for x in golden["preprocessed"]])
-    sha, count = write_golden(root / GOLDEN_FILE, **golden, bundle_expected=own)
+    sha, count = write_golden(
+        root / GOLDEN_FILE, **golden, bundle_expected=own, labels=manifest.labels
+    )
     manifest.golden = GoldenInfo(
         sha256=sha, count=count, atol=golden_atol, parity_atol=PARITY_ATOL[quantization]
     )

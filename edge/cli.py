@@ -49,6 +49,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             ov["source"]["path"] = str(Path(ov["source"]["path"]).resolve())
     if a.get("watch"):
         ov.setdefault("source", {})["watch"] = True
+    if a.get("reprocess"):
+        ov.setdefault("source", {})["reprocess"] = True
     if "broker" in a:
         ov.setdefault("mqtt", {})["broker"] = a["broker"]
     if "device" in a:
@@ -100,7 +102,13 @@ def _run(args: argparse.Namespace) -> int:
 
     with broker_for(cfg) as live:
         _announce(cfg, live)
-        return run(live, once=args.once, on_published=_printer() if args.print else None)
+        config = getattr(args, "config", None)
+        return run(
+            live,
+            once=args.once,
+            on_published=_printer() if args.print else None,
+            origin=Path(config) if config else None,
+        )
 
 
 def _announce(cfg: Any, live: Any) -> None:
@@ -156,7 +164,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from edge.config import ConfigError, MqttConfig, TlsConfig
-    from edge.watch import watch
+    from edge.watch import session_from_flags, watch
 
     tls = TlsConfig(ca_file=Path(args.ca_file)) if args.ca_file else TlsConfig()
     try:
@@ -173,8 +181,9 @@ def _watch(args: argparse.Namespace) -> int:
         first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"--{where or 'broker'}: {first['msg']}") from None
+    session = session_from_flags(args.session, getattr(args, "session_expiry", None))
     mode = "json" if args.json else ("table" if sys.stdout.isatty() and not args.lines else "lines")
-    return watch(cfg, args.device, mode, args.count, args.timeout)
+    return watch(cfg, args.device, mode, args.count, args.timeout, session=session)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -189,6 +198,12 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         help="folder:PATH, video:PATH, camera:N or picamera[:N]",
     )
     p.add_argument("--watch", action="store_true", default=keep, help="keep watching a folder")
+    p.add_argument(
+        "--reprocess",
+        action="store_true",
+        default=keep,
+        help="forget which files of the folder were processed and classify them all again",
+    )
     p.add_argument(
         "--broker", metavar="URL", default=keep, help="mqtt://HOST:PORT, mqtts://... or embedded"
     )
@@ -238,16 +253,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-source", action="store_true", help="do not open the source")
 
     p = add_command(sub, "watch", "the reference lab-dashboard subscriber", _watch)
+    p.epilog = (
+        "Exit status: 0 after --count results, or at --timeout or Ctrl-C once connected; "
+        "1 if it never connected (at --timeout or Ctrl-C), if the broker refused the "
+        "credentials (at once: retrying cannot help), or if --timeout came before --count "
+        "results; 2 for a usage error."
+    )
     p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://...")
     p.add_argument("--device", metavar="ID", help="only this device; if absent, all devices")
     p.add_argument("--prefix", default="blastscope", help="topic prefix")
-    p.add_argument("--json", action="store_true", help="one JSON object per message")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per message, and {"event": "connection"|"stale"|"fresh", ...}',
+    )
     p.add_argument("--lines", action="store_true", help="one line per event even on a terminal")
     p.add_argument("--count", type=int, metavar="N", help="exit after N distinct results")
     p.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
     p.add_argument("--username", help="broker user name")
     p.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
     p.add_argument("--ca-file", metavar="FILE", help="CA certificate for mqtts://")
+    p.add_argument(
+        "--session",
+        metavar="NAME",
+        help="persistent session: client id blastscope-watch-NAME, MQTT 5 clean start off, "
+        "so QoS 1 results published while watch was away arrive when it returns (up to the "
+        "broker's max_queued_messages); if absent, a random client id and a clean session",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        metavar="S",
+        default=argparse.SUPPRESS,
+        help="with --session: seconds the broker keeps the session while watch is away "
+        "(default: 604800, 7 days)",
+    )
     return parser
 
 

@@ -1,7 +1,8 @@
 """What every blastscope command line shares: one-line errors and the 0/1/2 exit codes.
 
 Exit codes: 0 success, 1 a failure the command found (bad model, failed gate, bad input),
-2 a usage error (argparse's own convention). A BlastscopeError prints one line, no traceback.
+2 a usage error (argparse's own convention). A BlastscopeError prints one line, no traceback;
+so does a missing optional dependency, naming the pip extra that installs it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edge.errors import BlastscopeError
+from edge.optional_dependencies import MissingDependencyError, missing_message
 
+log = logging.getLogger(__name__)
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -45,7 +48,12 @@ def add_command(
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse argv, run the chosen handler, turn BlastscopeError into `error: ...` and exit 1."""
+    """Parse argv, run the chosen handler, turn BlastscopeError into `error: ...` and exit 1.
+
+    Handlers import heavy or optional modules lazily, so a missing one surfaces here as a
+    ModuleNotFoundError: it becomes one line naming the distribution and extra (`-v -v` logs
+    where the import was).
+    """
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG
@@ -55,8 +63,17 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    command = f"{parser.prog} {args.command}"
     try:
         return int(args.handler(args))
+    except MissingDependencyError as exc:
+        print(f"{parser.prog}: error: {exc.for_command(command)}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        log.debug("import failed", exc_info=True)
+        message = missing_message(exc.name, command) if exc.name else str(exc)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 1
     except BlastscopeError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

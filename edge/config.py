@@ -16,10 +16,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge.errors import BlastscopeError
-from edge.image_io import MAX_IMAGE_BYTES
+from edge.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from edge.outbox import MIN_RESERVE_BYTES
 
 DEVICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # MQTT topic levels: no wildcards, no leading/trailing slash, no empty level.
@@ -32,7 +41,13 @@ class ConfigError(BlastscopeError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so `threads = true`, `"2"` or `"yes"` are mistakes to
+    # report, never values to coerce (an int is still accepted where a float is expected).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Paths and pairs arrive from TOML as strings and arrays: those two conversions are wanted.
+FilePath = Annotated[Path, Strict(False)]
 
 
 class RetryConfig(_Strict):
@@ -50,17 +65,29 @@ class _SourceBase(_Strict):
 
 class FolderSourceConfig(_SourceBase):
     kind: Literal["folder"]
-    path: Path
-    watch: bool = False  # keep polling for new files (a slide scanner's output folder)
+    path: FilePath
+    watch: bool = False  # keep watching for new files (a slide scanner's output folder)
+    # events: filesystem notifications (inotify), idle costs nothing; poll: list the folder
+    # every poll_s (network shares whose changes made elsewhere raise no local event).
+    watch_method: Literal["events", "poll"] = "events"
     poll_s: float = Field(default=1.0, ge=0.01, le=3600)
-    # A file must be this old before it is read: the scanner has finished writing it.
+    # A file's size and mtime must stay unchanged this long before it is read.
     settle_s: float = Field(default=0.5, ge=0, le=600)
+    # A file that does not decode yet is retried while it is younger than this (a writer that
+    # pauses mid-file), and only then reported as unreadable.
+    incomplete_grace_s: float = Field(default=30.0, ge=0, le=3600)
     max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1024, le=1 << 30)
+    # Width x height read from the file header before decoding: a small file can decode to
+    # gigabytes (a 2.6 MB PNG of 30000x30000 pixels takes 5.4 GB).
+    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1024, le=1 << 31)
+    # Forget this folder's records of processed files at start and classify them all again
+    # (a one-off, `edge run --reprocess`: left in a config, every restart starts over).
+    reprocess: bool = False
 
 
 class VideoSourceConfig(_SourceBase):
     kind: Literal["video"]
-    path: Path
+    path: FilePath
     stride: int = Field(default=1, ge=1, le=10000)  # classify every n-th frame
 
 
@@ -75,23 +102,20 @@ class CameraSourceConfig(_SourceBase):
 class PicameraSourceConfig(_SourceBase):
     kind: Literal["picamera"]
     camera_num: int = Field(default=0, ge=0, le=7)
-    main_size: tuple[
-        Annotated[int, Field(ge=64, le=9152)], Annotated[int, Field(ge=64, le=6944)]
-    ] = (
-        2028,
-        1520,
-    )
-    lores_size: tuple[
-        Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]
-    ] = (
-        640,
-        480,
-    )
+    main_size: Annotated[
+        tuple[Annotated[int, Field(ge=64, le=9152)], Annotated[int, Field(ge=64, le=6944)]],
+        Strict(False),
+    ] = (2028, 1520)
+    lores_size: Annotated[
+        tuple[Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]],
+        Strict(False),
+    ] = (640, 480)
     inference_stream: Literal["lores", "main"] = "lores"
     # Fixed (red, blue) white-balance gains, exposure and gain: auto white balance drifts with
     # the lamp and the stain, and the model was trained on one colour rendering.
-    colour_gains: tuple[
-        Annotated[float, Field(gt=0, le=32)], Annotated[float, Field(gt=0, le=32)]
+    colour_gains: Annotated[
+        tuple[Annotated[float, Field(gt=0, le=32)], Annotated[float, Field(gt=0, le=32)]],
+        Strict(False),
     ] = (1.8, 1.6)
     exposure_time_us: int = Field(default=10000, ge=1, le=10_000_000)
     analogue_gain: float = Field(default=1.0, ge=1.0, le=64.0)
@@ -115,9 +139,9 @@ SourceConfig = Annotated[
 
 
 class TlsConfig(_Strict):
-    ca_file: Path | None = None  # None: the system's trust store
-    cert_file: Path | None = None  # client certificate (mutual TLS)
-    key_file: Path | None = None
+    ca_file: FilePath | None = None  # None: the system's trust store
+    cert_file: FilePath | None = None  # client certificate (mutual TLS)
+    key_file: FilePath | None = None
     insecure: bool = False  # skip hostname verification: only for a lab's self-signed test broker
 
     @model_validator(mode="after")
@@ -182,11 +206,13 @@ class MqttConfig(_Strict):
     # Default blastscope-<device>: unique per device (a shared id makes status flap).
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
     qos: Literal[0, 1, 2] = 1
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # MQTT 5: a broker that refuses a publish (its ACL) says so in the PUBACK's reason code.
+    # Under 3.1.1 the broker acknowledges a refused publish like a delivered one.
+    protocol: Literal["3.1.1", "5"] = "5"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     username: str | None = Field(default=None, min_length=1)
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    password_file: Path | None = None
+    password_file: FilePath | None = None
     tls: TlsConfig = TlsConfig()
     reconnect_min_s: float = Field(default=1.0, ge=0.05, le=600)
     reconnect_max_s: float = Field(default=60.0, ge=0.05, le=3600)
@@ -197,6 +223,13 @@ class MqttConfig(_Strict):
     @classmethod
     def _broker(cls, value: str) -> str:
         return parse_broker_url(value).url
+
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1 in Python: a Literal[0, 1, 2] would take it
+            raise ValueError("should be 0, 1 or 2, not a boolean")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttConfig:
@@ -237,11 +270,28 @@ class MqttConfig(_Strict):
 
 
 class OutboxConfig(_Strict):
-    path: Path | None = None  # default: $STATE_DIRECTORY or ~/.local/state/blastscope
+    path: FilePath | None = None  # default: $STATE_DIRECTORY or ~/.local/state/blastscope
     max_messages: int = Field(default=100_000, ge=10, le=10_000_000)
     # block: stop classifying until the broker drains it (nothing lost, capture pauses);
     # drop_oldest / reject_new: keep classifying, losing results, always reported on status.
     when_full: Literal["block", "drop_oldest", "reject_new"] = "block"
+    # Disk space held back next to the database and given up when the disk is full, so that
+    # acknowledged results can still be deleted (SQLite needs room to delete) and the outbox
+    # drains once the broker is back.
+    # 0 turns it off; otherwise at least 1 MiB, the most a checkpoint can add to the database.
+    reserve_bytes: int = Field(default=4 << 20, ge=0, le=1 << 30)
+    # Records of processed files older than this are pruned.
+    retention_days: float = Field(default=30.0, gt=0, le=3650)
+
+    @field_validator("reserve_bytes")
+    @classmethod
+    def _reserve_big_enough(cls, value: int) -> int:
+        if 0 < value < MIN_RESERVE_BYTES:
+            raise ValueError(
+                f"must be 0 (no reserve) or at least {MIN_RESERVE_BYTES} bytes, the most a "
+                "checkpoint can add to the database on a full disk"
+            )
+        return value
 
 
 class HealthConfig(_Strict):
@@ -249,6 +299,9 @@ class HealthConfig(_Strict):
     http_port: int = Field(default=0, ge=0, le=65535)  # 0: no /healthz and /metrics server
     http_host: str = "127.0.0.1"
     latency_window: int = Field(default=1000, ge=10, le=100_000)
+    # No pipeline progress for this long (a hung camera read, a stuck model): stop feeding the
+    # systemd watchdog and report not alive, so systemd restarts the service.
+    stall_s: float = Field(default=60.0, ge=0.5, le=3600)
 
 
 def default_device_id() -> str:
@@ -259,7 +312,7 @@ def default_device_id() -> str:
 
 class DaemonConfig(_Strict):
     device: str = Field(default_factory=default_device_id, pattern=DEVICE_PATTERN)
-    bundle: Path
+    bundle: FilePath
     threads: int = Field(default=2, ge=1, le=64)
     queue_size: int = Field(default=4, ge=1, le=1000)
     source: SourceConfig
@@ -365,7 +418,17 @@ def _describe(err: dict[str, Any], data: dict[str, Any]) -> str:
     value = err.get("input")
     if isinstance(value, dict):  # a check across several keys of a table: the message says it
         return f"{where}: {msg}"
+    if isinstance(value, str):
+        value = redact_url(value)
     return f"{where}: {msg}; got {value!r}"
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """A URL with any user name and password replaced by ``***`` (safe to print or log)."""
+    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
 
 
 def validate(data: dict[str, Any], origin: str = "config") -> DaemonConfig:
@@ -396,3 +459,37 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         # --source camera:0 over a file's folder source: a new source, not a patched one.
         data = {k: v for k, v in data.items() if k != "source"}
     return validate(merge(data, overrides), origin)
+
+
+def config_warnings(cfg: DaemonConfig, origin: Path | None = None) -> list[str]:
+    """Settings that work but invite a silent failure; `origin`'s sibling configs are compared.
+
+    Two configs with one MQTT client id make the broker disconnect one device whenever the
+    other connects, and each reconnect flaps the other's status (Frigate #3575).
+    """
+    out: list[str] = []
+    if cfg.mqtt.qos == 0:
+        out.append(
+            "mqtt.qos = 0: the broker does not acknowledge QoS 0, so a result is deleted from "
+            "the outbox once sent and is lost if the connection drops; use qos = 1"
+        )
+    if cfg.mqtt.protocol == "3.1.1" and cfg.mqtt.address.scheme != "embedded":
+        out.append(
+            'mqtt.protocol = "3.1.1": a broker acknowledges a publish its ACL refused as if it '
+            'were delivered, so refused results are lost without a sign; use protocol = "5"'
+        )
+    if origin is not None:
+        for other in sorted(origin.resolve().parent.glob("*.toml")):
+            if other.resolve() == origin.resolve():
+                continue
+            try:
+                sibling = load_config(other)
+            except ConfigError:
+                continue  # not a device config, or a broken one: `edge check` it on its own
+            if sibling.client_id == cfg.client_id:
+                out.append(
+                    f"mqtt client id {cfg.client_id!r} is also used by {other}: the broker "
+                    "disconnects one device whenever the other connects; give each device its "
+                    "own device id (or mqtt.client_id)"
+                )
+    return out

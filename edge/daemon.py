@@ -4,8 +4,13 @@ Threads: the capture thread reads and preprocesses frames (OpenCV releases the G
 small queue; the main thread runs the LiteRT model and commits each result to the outbox; the
 publisher thread (edge.mqtt_link) drains the outbox to the broker; a supervisor thread
 publishes health, keeps the retained status's warnings current and pings the systemd watchdog
-only while the pipeline is alive. A source that fails beyond its retries, or a capture thread
-that dies, ends the process with exit code 1 so that systemd restarts it.
+only while the pipeline is alive. A source that fails beyond its retries, a capture thread
+that dies, or any other fatal error ends the process with exit code 1 and a retained ``failed``
+status naming the reason (never ``stopped``, which means a clean exit), so that systemd
+restarts it and the lab sees why. Waiting for room in a full outbox (policy ``block``) or for
+space on a full disk is alive: it is reported as a warning and the watchdog is still fed.
+
+A finite source (a replayed folder, a video) ends the run once every result is delivered.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from edge.sources import Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
 
-_HEARTBEAT_STALE_S = 60.0  # no inference-loop iteration for this long: do not feed the watchdog
+_PROGRESS_EVERY_S = 60.0  # a progress line while frames keep coming
+_IDLE_AFTER_S = 3.0  # no new frame for this long, everything delivered: say so once
 
 
 @dataclass
@@ -92,6 +98,7 @@ class Daemon:
         self._source_warning: dict[str, Any] | None = None
         self._counters_at_start = outbox.counters()
         self._heartbeat = time.monotonic()
+        self._progress = _Progress()
         self._capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._http: HealthServer | None = None
@@ -121,24 +128,30 @@ class Daemon:
             self._inference_loop()
             self._capture.join(timeout=5)
             finished = self._fatal is None and not self.stop_requested.is_set()
-            if finished and self.once:
+            if finished:  # the source is exhausted: deliver everything, then end
+                log.info(
+                    "%s: done, %d frames; delivering %d results still in the outbox",
+                    self.source.name,
+                    self.stats.snapshot()["frames"],
+                    self.outbox.unsettled,
+                )
                 self._flush_all()
-            else:
-                if finished:
-                    self._idle()
-                if self.link.connected:
-                    self.link.flush(self.cfg.mqtt.shutdown_flush_s)
+            elif self.link.connected:
+                self.link.flush(self.cfg.mqtt.shutdown_flush_s)
+        except Exception as exc:  # a bug or a broken disk: say so on status, exit for systemd
+            log.critical("the daemon crashed", exc_info=not isinstance(exc, BlastscopeError))
+            self._fail(
+                f"crashed: {exc}"
+                if isinstance(exc, BlastscopeError)
+                else f"crashed: {type(exc).__name__}: {exc}"
+            )
         finally:
             self._stop.set()
             self.notifier.stopping()
-            left = self.outbox.pending
-            if left:
-                log.warning(
-                    "%d results stay in the outbox %s for the next start", left, self.outbox.path
-                )
+            self._say_how_it_ended()
             self.link.set_warnings(self.warnings())  # the final status says how things ended
             if self._fatal:
-                self.link.close("offline", reason=self._fatal)
+                self.link.close("failed", reason=self._fatal)
             else:
                 self.link.close("stopped")
             if self._http is not None:
@@ -147,19 +160,32 @@ class Daemon:
         if self._fatal:
             log.error("%s", self._fatal)
             return 1
-        refused = self.outbox.counters()["refused_by_broker"]
-        refused -= self._counters_at_start.get("refused_by_broker", 0)
-        if self.once and refused:
-            # --once promises delivery: results the broker refused (MQTT 5 reason codes, e.g. an
-            # ACL that does not match mqtt.username) were not delivered.
+        if self.outbox.refused and not self.stop_requested.is_set():
+            # A finished run promises delivery: refused results were not delivered.
             log.error(
-                "the broker refused %d results (see the log for its reason; mqtt.username and "
-                "the broker's ACL must agree); they are kept in %s, table 'rejected'",
-                refused,
+                "the broker refused %d results (%s): they stay in %s and are offered again at "
+                "the next start; mqtt.username and the broker's ACL must agree",
+                self.outbox.refused,
+                self.outbox.last_refusal,
                 self.outbox.path,
             )
             return 1
         return 0
+
+    def _say_how_it_ended(self) -> None:
+        frames = self.stats.snapshot()["frames"]
+        delivered = self.link.published
+        left = self.outbox.pending
+        if left:
+            log.warning(
+                "%d frames done, %d results delivered; %d stay in the outbox %s for the next start",
+                frames,
+                delivered,
+                left,
+                self.outbox.path,
+            )
+        else:
+            log.info("%d frames done, %d results delivered; outbox empty", frames, delivered)
 
     @property
     def fatal(self) -> str | None:
@@ -184,27 +210,21 @@ class Daemon:
         self.stop_requested.set()
         self._stop.set()
 
-    def _idle(self) -> None:
-        """A finite source is done but this is a service: keep delivering until told to stop."""
-        log.info("%s is exhausted; delivering and idling until stopped", self.source.name)
-        while not self.stop_requested.wait(0.5):
-            self._heartbeat = time.monotonic()
-
     def _flush_all(self) -> None:
-        """--once: wait, however long, until the broker has acknowledged every result."""
-        last_note = 0.0
-        while not self.link.flush(1.0 if self.link.connected else 0.0, self.stop_requested):
-            if self.stop_requested.is_set() or self.outbox.pending == 0:
+        """Wait, however long, until the broker has acknowledged (or refused) every result."""
+        last_note = time.monotonic()
+        while not (self.outbox.unsettled == 0 and self.link.inflight == 0):
+            if self.stop_requested.is_set():
                 return
             self._heartbeat = time.monotonic()
             if time.monotonic() - last_note > 10:
                 last_note = time.monotonic()
                 log.warning(
                     "waiting for the broker to take %d results (%s)",
-                    self.outbox.pending,
+                    self.outbox.unsettled,
                     self.link.last_error or ("connected" if self.link.connected else "connecting"),
                 )
-            self.stop_requested.wait(0.2)
+            self.outbox.wait_settled(0.2, self.stop_requested)
 
     # -- capture thread ------------------------------------------------------------------------
 
@@ -319,13 +339,15 @@ class Daemon:
         meta = frame_info(frame.frame_id, frame.origin, frame.captured_at, size)
         body: dict[str, Any]
         if item.x is None:
-            body = self._error(meta, item.stage, item.error or "unknown")
+            body = self._error(meta, item.stage, item.error or "unknown", frame.warnings)
         else:
             t0 = time.perf_counter()
             try:
                 probs = self.bundle.probabilities(item.x)
             except Exception as exc:  # the interpreter's errors are RuntimeError/ValueError
-                body = self._error(meta, "inference", f"{type(exc).__name__}: {exc}")
+                body = self._error(
+                    meta, "inference", f"{type(exc).__name__}: {exc}", frame.warnings
+                )
             else:
                 inference_ms = (time.perf_counter() - t0) * 1e3
                 timing = {
@@ -342,6 +364,7 @@ class Daemon:
                     model=self.model,
                     camera=self.source.settings,
                     timing_ms=timing,
+                    warnings=frame.warnings,
                 )
                 self.stats.timing(timing)
         stored = self.outbox.put(
@@ -354,20 +377,36 @@ class Daemon:
             self.stats.add("results")
             self.link.wake()
 
-    def _error(self, meta: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:
+    def _error(
+        self,
+        meta: dict[str, Any],
+        stage: str,
+        reason: str,
+        warnings: tuple[dict[str, str], ...] = (),
+    ) -> dict[str, Any]:
         log.warning("frame %s: %s", meta["origin"], reason)
         self.stats.add("errors")
         return error_body(
-            device=self.cfg.device, frame=meta, stage=stage, reason=reason, model=self.model
+            device=self.cfg.device,
+            frame=meta,
+            stage=stage,
+            reason=reason,
+            model=self.model,
+            warnings=warnings,
         )
 
     # -- supervisor thread ---------------------------------------------------------------------
 
     def alive(self) -> bool:
-        """The pipeline is making progress (what /healthz and the watchdog report)."""
-        fresh = time.monotonic() - self._heartbeat < _HEARTBEAT_STALE_S
+        """The pipeline is making progress (what /healthz and the watchdog report).
+
+        Waiting for room in a full outbox, or for space on a full disk, is progress by policy:
+        killing the daemon would not drain the outbox, and the restart would only block again.
+        """
+        fresh = time.monotonic() - self._heartbeat < self.cfg.health.stall_s
+        waiting_by_policy = self.outbox.blocked
         capturing = self._capture.is_alive() or self._fatal is None
-        return fresh and capturing and self._fatal is None
+        return (fresh or waiting_by_policy) and capturing and self._fatal is None
 
     def _supervise(self) -> None:
         interval = self.cfg.health.interval_s
@@ -376,6 +415,7 @@ class Daemon:
         next_ping = time.monotonic()
         while not self._stop.wait(0.25):
             self.link.set_warnings(self.warnings())
+            self._report_progress()
             now = time.monotonic()
             if now >= next_health:
                 self.link.publish_health(encode(self.health()))
@@ -384,11 +424,43 @@ class Daemon:
                 self.notifier.watchdog()
                 next_ping = now + watchdog
 
+    def _report_progress(self) -> None:
+        """Lines at the default log level: progress while busy, and once when caught up."""
+        frames = self.stats.snapshot()["frames"]
+        line = self._progress.update(frames, self.outbox.unsettled == 0, time.monotonic())
+        if line == "busy":
+            log.info(
+                "%d frames done, %d results delivered, %d waiting in the outbox",
+                frames,
+                self.link.published,
+                self.outbox.pending,
+            )
+        elif line == "idle":
+            log.info(
+                "%d frames done, %d results delivered; waiting for new frames from %s",
+                frames,
+                self.link.published,
+                self.source.name,
+            )
+
     def warnings(self) -> dict[str, dict[str, Any]]:
         out = dict(self._static_warnings)
         if self._source_warning is not None:
             out["source_retrying"] = self._source_warning
         ob = self.outbox
+        if ob.disk_full:
+            out["disk_full"] = {
+                "message": f"the disk under the outbox {ob.path} is full: classification is "
+                "paused until delivered results free space; free disk space on the device",
+                "count": ob.pending,
+            }
+        if ob.refused:
+            out["broker_refused"] = {
+                "message": f"the broker refused {ob.refused} results ({ob.last_refusal}); they "
+                "stay in the outbox and are offered again after each reconnect: its ACL must let "
+                "mqtt.username write this device's topics",
+                "count": ob.refused,
+            }
         if ob.pending >= ob.max_messages:
             effect = {
                 "block": "classification paused until the broker takes results",
@@ -403,7 +475,6 @@ class Daemon:
         for counter, code in (
             ("dropped_oldest", "outbox_dropped"),
             ("rejected_new", "outbox_rejected"),
-            ("refused_by_broker", "broker_refused"),
         ):
             n = now[counter] - self._counters_at_start.get(counter, 0)
             if n > 0:
@@ -420,6 +491,8 @@ class Daemon:
             "dropped_oldest": counters["dropped_oldest"],
             "rejected_new": counters["rejected_new"],
             "refused_by_broker": counters["refused_by_broker"],
+            "refused_pending": self.outbox.refused,
+            "disk_full": self.outbox.disk_full,
             "blocked_s": round(self.outbox.blocked_s, 3),
             "published": self.link.published,
         }
@@ -455,3 +528,25 @@ def software_version() -> str:
 
 
 PrintFn = Callable[[dict[str, Any]], None]
+
+
+class _Progress:
+    """When to say what the daemon is doing: every _PROGRESS_EVERY_S while frames keep coming,
+    and once when it has caught up (no new frame for _IDLE_AFTER_S, everything delivered)."""
+
+    def __init__(self) -> None:
+        self._frames = 0
+        self._changed_at = time.monotonic()
+        self._said_at = time.monotonic()
+        self._idle_said = False
+
+    def update(self, frames: int, settled: bool, now: float) -> str | None:
+        if frames != self._frames:
+            self._frames, self._changed_at, self._idle_said = frames, now, False
+        if frames and settled and not self._idle_said and now - self._changed_at >= _IDLE_AFTER_S:
+            self._idle_said, self._said_at = True, now
+            return "idle"
+        if not self._idle_said and now - self._said_at >= _PROGRESS_EVERY_S:
+            self._said_at = now
+            return "busy"
+        return None

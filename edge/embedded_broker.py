@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -74,9 +75,12 @@ class EmbeddedBroker:
         self.workdir = workdir
         self.conf = self.workdir / "mosquitto.conf"
         self.log_file = self.workdir / "mosquitto.log"
+        # Started by root, mosquitto drops to its own user, which cannot write this folder
+        # (0700): its log (and a test's persistence file) would silently not be written.
+        as_root = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {self.log_file}\n"
+            f"log_dest file {self.log_file}\n{as_root}"
         )
         self._proc: subprocess.Popen[bytes] | None = None
 

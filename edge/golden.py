@@ -2,8 +2,9 @@
 
 golden.npz holds ``images`` (K, h, w, 3) uint8 raw inputs (all one size, as captured),
 ``preprocessed`` (K, H, W, 3) float32 as the trainer's preprocessing produced them,
-``expected`` (K, N) float32 probabilities of the float reference model, and (bundles written
-since parity checking) ``bundle_expected`` (K, N): the bundle's own outputs at export.
+``expected`` (K, N) float32 probabilities of the float reference model, ``bundle_expected``
+(K, N): the bundle's own outputs at export, and ``labels`` (N,): the class of each column, so
+outputs cannot pass under labels they were not computed for.
 
 Two checks, both required: parity (device vs ``bundle_expected``, tight: catches a changed
 preprocessing, runtime or model file) and a sanity bound (device vs the float model, loose
@@ -12,6 +13,7 @@ for int8: catches a quantisation that broke the model, e.g. calibrated on black 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,12 @@ class GoldenReport:
     atol: float
     parity_dp: float | None = None  # vs the bundle's own outputs at export
     parity_atol: float | None = None
+    labels: tuple[str, ...] | None = None  # what the golden outputs were computed for
+    manifest_labels: tuple[str, ...] = ()
+
+    @property
+    def labels_match(self) -> bool:
+        return self.labels == self.manifest_labels
 
     @property
     def parity_ok(self) -> bool:
@@ -48,7 +56,12 @@ class GoldenReport:
 
     @property
     def passed(self) -> bool:
-        return self.preprocessing_identical and self.parity_ok and self.max_abs_dp <= self.atol
+        return (
+            self.labels_match
+            and self.preprocessing_identical
+            and self.parity_ok
+            and self.max_abs_dp <= self.atol
+        )
 
     def summary(self) -> str:
         parity = (
@@ -57,8 +70,14 @@ class GoldenReport:
             else f", parity with export max |dp| {self.parity_dp:.4f} (tolerance "
             f"{self.parity_atol})"
         )
+        labels = (
+            ""
+            if self.labels_match
+            else f", outputs computed for labels {list(self.labels or ())} but the manifest "
+            f"says {list(self.manifest_labels)}"
+        )
         return (
-            f"golden set: {self.count} images, preprocessing "
+            f"golden set: {self.count} images{labels}, preprocessing "
             f"{'identical' if self.preprocessing_identical else 'DIFFERS'} "
             f"(max diff {self.max_preprocess_diff:.3g}){parity}, vs float max |dp| "
             f"{self.max_abs_dp:.4f} (tolerance {self.atol}), top-1 agreement "
@@ -72,6 +91,7 @@ def write_golden(
     preprocessed: np.ndarray,
     expected: np.ndarray,
     bundle_expected: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
 ) -> tuple[str, int]:
     """Write golden.npz; return (sha256, count)."""
     from edge.bundle import sha256_file
@@ -88,6 +108,8 @@ def write_golden(
     }
     if bundle_expected is not None:
         arrays["bundle_expected"] = np.asarray(bundle_expected, np.float32)
+    if labels is not None:
+        arrays["labels"] = np.asarray(list(labels), dtype=np.str_)
     with path.open("wb") as f:
         np.savez_compressed(f, **arrays)
     return sha256_file(path), len(images)
@@ -101,10 +123,13 @@ def check_golden(bundle: Bundle) -> GoldenReport | None:
     with np.load(bundle.path / info.file) as data:
         images, reference_inputs, expected = data["images"], data["preprocessed"], data["expected"]
         own = data["bundle_expected"] if "bundle_expected" in data.files else None
+        labels = tuple(str(x) for x in data["labels"]) if "labels" in data.files else None
     ours = np.stack([preprocess(img, bundle.spec) for img in images])
     diff = float(np.abs(ours - reference_inputs).max())
     probs = np.stack([bundle.probabilities(x) for x in ours])
     return GoldenReport(
+        labels=labels,
+        manifest_labels=tuple(bundle.labels),
         parity_dp=None if own is None else float(np.abs(probs - own).max()),
         parity_atol=info.parity_atol,
         count=len(images),

@@ -112,8 +112,16 @@ def prometheus_text(health: dict[str, Any]) -> str:
     metric("outbox_pending", "gauge", ob["pending"], "results not yet acknowledged by the broker")
     metric("outbox_inflight", "gauge", ob["inflight"], "results sent, awaiting PUBACK")
     metric("published_total", "counter", ob["published"], "results acknowledged by the broker")
-    for what in ("dropped_oldest", "rejected_new", "refused_by_broker"):
+    for what in ("dropped_oldest", "rejected_new"):
         metric(f"outbox_{what}_total", "counter", ob[what], f"results lost: {what}")
+    metric(
+        "outbox_refused_by_broker_total",
+        "counter",
+        ob["refused_by_broker"],
+        "results the broker refused (kept in the outbox, offered again)",
+    )
+    metric("outbox_refused_pending", "gauge", ob.get("refused_pending", 0), "refused, waiting")
+    metric("outbox_disk_full", "gauge", int(ob.get("disk_full", False)), "1 if the disk is full")
     metric("mqtt_connected", "gauge", int(health["mqtt"]["connected"]), "1 if connected")
     for stage, p in health["latency_ms"].items():
         for q in ("p50", "p90", "p99"):

@@ -7,7 +7,8 @@ Topics, under a configurable prefix and the device id:
   QoS 1, from the durable outbox, ``seq`` strictly increasing per device, ``message_id``
   stable across replays.
 - ``<prefix>/<device>/status`` — retained device state: ``online`` / ``offline`` (last will) /
-  ``stopped``, with the current warnings (unverified bundle, source retrying, outbox full...).
+  ``stopped`` (a clean exit) / ``failed`` (a fatal error, with its reason), with the current
+  warnings (unverified bundle, source retrying, outbox full, disk full, refused results...).
 - ``<prefix>/<device>/health`` — periodic counters, queue depths and latency percentiles.
 
 The JSON Schemas in edge/schemas/ are the reference; tests validate real messages against them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -69,39 +71,58 @@ def result_body(
     model: dict[str, Any],
     camera: dict[str, Any] | None,
     timing_ms: dict[str, float],
+    warnings: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """A classified frame, without seq/message_id (the outbox assigns them at insert)."""
     best = max(range(len(labels)), key=lambda i: probabilities[i])
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "frame",
-        "device": device,
-        "frame": frame,
-        "classified_at": utc_iso(),
-        "label": labels[best],
-        "score": round(float(probabilities[best]), 6),
-        "probabilities": {
-            k: round(float(p), 6) for k, p in zip(labels, probabilities, strict=True)
+    return _with_warnings(
+        warnings,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "frame",
+            "device": device,
+            "frame": frame,
+            "classified_at": utc_iso(),
+            "label": labels[best],
+            "score": round(float(probabilities[best]), 6),
+            "probabilities": {
+                k: round(float(p), 6) for k, p in zip(labels, probabilities, strict=True)
+            },
+            "model": model,
+            "camera": camera,
+            "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
         },
-        "model": model,
-        "camera": camera,
-        "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
-    }
+    )
 
 
 def error_body(
-    *, device: str, frame: dict[str, Any], stage: str, reason: str, model: dict[str, Any]
+    *,
+    device: str,
+    frame: dict[str, Any],
+    stage: str,
+    reason: str,
+    model: dict[str, Any],
+    warnings: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """A frame that could not be classified (unreadable file, bad image): reported, not lost."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "error",
-        "device": device,
-        "frame": frame,
-        "classified_at": utc_iso(),
-        "error": {"stage": stage, "reason": reason},
-        "model": model,
-    }
+    return _with_warnings(
+        warnings,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "error",
+            "device": device,
+            "frame": frame,
+            "classified_at": utc_iso(),
+            "error": {"stage": stage, "reason": reason},
+            "model": model,
+        },
+    )
+
+
+def _with_warnings(warnings: Sequence[dict[str, str]], body: dict[str, Any]) -> dict[str, Any]:
+    if warnings:
+        body["warnings"] = [dict(w) for w in warnings]
+    return body
 
 
 def with_identity(body: dict[str, Any], seq: int, message_id: str) -> bytes:
@@ -112,7 +133,7 @@ def with_identity(body: dict[str, Any], seq: int, message_id: str) -> bytes:
 def status_payload(
     *,
     device: str,
-    state: Literal["online", "offline", "stopped"],
+    state: Literal["online", "offline", "stopped", "failed"],
     client_id: str,
     reason: str | None = None,
     warnings: list[dict[str, Any]] | None = None,

@@ -7,13 +7,20 @@ outbox -> broker in seq order, at most ``inflight`` un-acked at a time, and a ro
 only when its PUBACK arrives. paho keeps un-acked QoS>0 messages across a reconnect and resends
 them (same mid, DUP set) before anything newer; a daemon crash loses only paho's copy, and the
 next start replays the outbox from its oldest row.
+
+A PUBACK with a failure reason code (MQTT 5, >= 0x80: the broker's ACL refused the topic) is
+not a delivery: the row stays in the outbox, marked refused, is offered again after the next
+connect, and the status topic says why. (MQTT 3.1.1 has no such code: a broker acknowledges a
+refused publish like a delivered one, which is why 5 is the default.)
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +35,52 @@ from edge.outbox import Outbox, StoredMessage
 
 log = logging.getLogger(__name__)
 
-State = Literal["online", "offline", "stopped"]
+State = Literal["online", "offline", "stopped", "failed"]
 _STATUS_MIN_INTERVAL_S = 1.0  # warnings can change every frame; the retained status need not
+_REPEAT_LOG_S = 300.0  # the same connection or refusal error is logged again after this long
+
+
+def describe_connect_error(exc: BaseException | None, host: str, port: int) -> str:
+    """Why a connection attempt failed, in words a lab technician can act on."""
+    where = f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or str(exc)
+        if "hostname" in str(detail).lower() or "ip address mismatch" in str(detail).lower():
+            return (
+                f"TLS: the broker's certificate does not name {host!r} ({detail}); use the host "
+                "name in its certificate, or fix the certificate"
+            )
+        return (
+            f"TLS: the broker's certificate is not trusted ({detail}); set mqtt.tls.ca_file to "
+            "the CA that signed it"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({exc.reason or exc}); is it a TLS listener?"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where} refused the connection (no broker listening there?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the broker host {host!r} ({exc.strerror})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"{where} did not answer (timeout)"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where} ({exc.strerror or exc})"
+    return f"cannot reach {where}"
+
+
+class _RateLimitedLog:
+    """Log a message at `level` the first time and then at most every _REPEAT_LOG_S; the
+    repeats in between go to DEBUG (a broker away for a day must not fill the journal)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def __call__(self, level: int, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(message, -_REPEAT_LOG_S) >= _REPEAT_LOG_S:
+            self._last[message] = now
+            log.log(level, "%s", message)
+        else:
+            log.debug("%s", message)
 
 
 def make_client(
@@ -115,6 +166,11 @@ class MqttLink:
         self._stop = threading.Event()
         self._inflight: dict[int, StoredMessage] = {}
         self._last_handed = 0
+        # Refused rows are offered again once per connection: those with seq in
+        # (_refused_cursor, _refused_up_to] are still to be re-sent.
+        self._refused_cursor = 0
+        self._refused_up_to = 0
+        self._log = _RateLimitedLog()
         self._client, self._connect_kw = make_client(cfg, client_id, host, port)
         self._client.will_set(
             self.status_topic,
@@ -224,6 +280,8 @@ class MqttLink:
         self.connected = True
         self.connects += 1
         self.last_error = None
+        if self.connects > 1:  # the first connection sends every row, refused ones included
+            self._refused_cursor, self._refused_up_to = 0, self._last_handed
         log.info(
             "connected (connection %d); %d results pending", self.connects, self.outbox.pending
         )
@@ -234,8 +292,9 @@ class MqttLink:
         self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self.last_error = "cannot reach the broker"
-        log.warning("connection to %s:%s failed; retrying", *self._address())
+        # paho calls this inside its `except OSError:`: the exception is the cause.
+        self.last_error = describe_connect_error(sys.exc_info()[1], *self._address())
+        self._log(logging.WARNING, f"connection failed: {self.last_error}; retrying")
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -287,8 +346,13 @@ class MqttLink:
             if message is None:
                 continue  # a status message's ack
             if getattr(reason_code, "is_failure", False):
-                log.error("broker refused result seq %d: %s", message.seq, reason_code)
-                self.outbox.reject(message.seq, str(reason_code))
+                self._log(
+                    logging.ERROR,
+                    f"the broker refused results ({reason_code}): they stay in the outbox; "
+                    f"its ACL must let user {self.cfg.username or '(anonymous)'} write "
+                    f"{message.topic}",
+                )
+                self.outbox.refuse(message.seq, str(reason_code))
                 continue
             done.append(message)
         if done:
@@ -313,13 +377,27 @@ class MqttLink:
         room = self.cfg.inflight - len(self._inflight)
         if not self.connected or room <= 0:
             return
+        if self._refused_cursor < self._refused_up_to:
+            flying = {m.seq for m in self._inflight.values()}
+            again = self.outbox.peek_refused(self._refused_cursor, self._refused_up_to, room)
+            if not again:
+                self._refused_cursor = self._refused_up_to
+            for message in again:
+                if message.seq not in flying and not self._hand(message):
+                    return
+                self._refused_cursor = message.seq
+                room -= 1
         for message in self.outbox.peek(self._last_handed, room):
-            info = self._client.publish(message.topic, message.payload, qos=self.cfg.qos)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                log.warning(
-                    "publish of seq %d deferred: %s", message.seq, mqtt.error_string(info.rc)
-                )
+            if not self._hand(message):
                 return
-            # NO_CONN: paho queued it and sends it, in order, after the reconnect.
-            self._inflight[info.mid] = message
             self._last_handed = message.seq
+
+    def _hand(self, message: StoredMessage) -> bool:
+        """Give one row to paho; False if paho cannot take it now."""
+        info = self._client.publish(message.topic, message.payload, qos=self.cfg.qos)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("publish of seq %d deferred: %s", message.seq, mqtt.error_string(info.rc))
+            return False
+        # NO_CONN: paho queued it and sends it, in order, after the reconnect.
+        self._inflight[info.mid] = message
+        return True

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from edge.errors import BlastscopeError
+from edge.optional_dependencies import MissingDependencyError
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int8": np.int8}
 _INT_LIMITS = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
-class RuntimeUnavailableError(BlastscopeError):
-    """No LiteRT interpreter can be imported."""
+class RuntimeUnavailableError(MissingDependencyError):
+    """No LiteRT interpreter can be imported (neither ai-edge-litert nor tflite-runtime)."""
 
 
 class ModelLoadError(BlastscopeError):
@@ -57,7 +58,7 @@ def interpreter_class() -> Any:
             return importlib.import_module(module).Interpreter
         except ImportError:
             continue
-    raise RuntimeUnavailableError("no LiteRT runtime is installed; run: pip install ai-edge-litert")
+    raise RuntimeUnavailableError("ai_edge_litert", "LiteRT inference")
 
 
 def _tensor_info(detail: dict[str, Any]) -> TensorInfo:

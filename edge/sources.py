@@ -3,18 +3,17 @@
 A source yields `Frame`s. A file that cannot be read becomes a Frame with ``error`` set (the
 daemon publishes an error event and carries on); a source that stops working altogether
 raises `SourceError` (the daemon retries with backoff, then exits for systemd to restart).
+The folder source lives in edge.folder_source.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -27,7 +26,10 @@ from edge.config import (
     VideoSourceConfig,
 )
 from edge.errors import BlastscopeError
-from edge.image_io import ImageReadError, list_images, read_image
+from edge.image_io import is_greyscale
+
+if TYPE_CHECKING:
+    from edge.folder_source import SeenRecords
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class Frame:
     error: str | None = None  # why the frame could not be read (image is None)
     seen_key: str | None = None  # marks a folder file done, atomically with its result
     read_ms: float = 0.0
+    # Conditions published with the frame's result, each {"code": ..., "message": ...}
+    # (codes: edge/schemas/result.schema.json), e.g. a greyscale frame for a colour model.
+    warnings: tuple[dict[str, str], ...] = ()
 
 
 class Source(Protocol):
@@ -65,78 +70,16 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-_run_counter = itertools.count(1)
+GREYSCALE_WARNING = {
+    "code": "channels_mismatch",
+    "message": "greyscale frame; the model was trained on colour",
+}
 
 
-class FolderSource:
-    """Image files in a folder, by name: replayed once, or watched for new files."""
-
-    live = False
-    settings: dict[str, Any] | None = None
-
-    def __init__(
-        self,
-        cfg: FolderSourceConfig,
-        once: bool,
-        is_seen: Callable[[str], bool] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.name = f"folder:{cfg.path}"
-        self.watch = cfg.watch and not once
-        # Remembered across restarts only when watching: a scanner's folder is processed
-        # exactly once; a replayed folder is replayed in full on every run.
-        self.is_seen = is_seen if cfg.watch else None
-        self._done: set[str] = set()  # this process: a retry after a failure resumes
-
-    def open(self) -> None:
-        if not self.cfg.path.is_dir():
-            raise SourceError(f"{self.cfg.path}: no such folder")
-
-    def _files(self) -> list[Path]:
-        try:
-            return list_images(self.cfg.path)
-        except OSError as exc:
-            raise SourceError(f"{self.cfg.path}: cannot list the folder ({exc.strerror})") from None
-
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        while not stop.is_set():
-            for path in self._files():
-                if stop.is_set():
-                    return
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue  # removed between listing and reading
-                if self.watch and time.time() - st.st_mtime < self.cfg.settle_s:
-                    continue  # still being written: next poll
-                key = f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
-                if key in self._done:
-                    continue
-                self._done.add(key)
-                if self.is_seen is not None and self.is_seen(key):
-                    continue  # done by an earlier run
-                yield self._read(path, key)
-            if not self.cfg.path.is_dir():
-                # Deleted or unmounted mid-run: the files left in the listing were skipped as
-                # "removed", and returning now would pass for a finished replay (exit 0).
-                raise SourceError(f"{self.cfg.path}: no such folder (gone mid-run)")
-            if not self.watch:
-                return
-            stop.wait(self.cfg.poll_s)
-
-    def _read(self, path: Path, key: str) -> Frame:
-        t0 = time.perf_counter()
-        frame_id = f"{path.name}@{next(_run_counter)}"
-        origin = f"folder:{path}"
-        try:
-            image = read_image(path, max_bytes=self.cfg.max_image_bytes)
-        except ImageReadError as exc:
-            return Frame(frame_id, time.time(), origin, error=str(exc), seen_key=key)
-        ms = (time.perf_counter() - t0) * 1e3
-        return Frame(frame_id, time.time(), origin, image=image, seen_key=key, read_ms=ms)
-
-    def close(self) -> None:
-        pass
+def channel_warnings(rgb: np.ndarray) -> tuple[dict[str, str], ...]:
+    """A frame's warnings about its channels: every bundle is trained on colour (RGB) frames,
+    and a greyscale one is classified with confident but meaningless scores."""
+    return (dict(GREYSCALE_WARNING),) if is_greyscale(rgb) else ()
 
 
 class VideoSource:
@@ -173,7 +116,14 @@ class VideoSource:
                 ms = (time.perf_counter() - t0) * 1e3
                 name = self.cfg.path.name
                 origin = f"video:{self.cfg.path}#{index}"
-                yield Frame(f"{name}#{index}", time.time(), origin, image=rgb, read_ms=ms)
+                yield Frame(
+                    f"{name}#{index}",
+                    time.time(),
+                    origin,
+                    image=rgb,
+                    read_ms=ms,
+                    warnings=channel_warnings(rgb),
+                )
             index += 1
 
     def close(self) -> None:
@@ -226,7 +176,12 @@ class CameraSource:
             n += 1
             ms = (time.perf_counter() - t0) * 1e3
             yield Frame(
-                f"camera{self.cfg.index}-{n}", time.time(), self.name, image=rgb, read_ms=ms
+                f"camera{self.cfg.index}-{n}",
+                time.time(),
+                self.name,
+                image=rgb,
+                read_ms=ms,
+                warnings=channel_warnings(rgb),
             )
             if self.once:
                 return
@@ -339,7 +294,12 @@ class PicameraSource:
             n += 1
             ms = (time.perf_counter() - t0) * 1e3
             yield Frame(
-                f"picamera{self.cfg.camera_num}-{n}", time.time(), self.name, rgb, read_ms=ms
+                f"picamera{self.cfg.camera_num}-{n}",
+                time.time(),
+                self.name,
+                rgb,
+                read_ms=ms,
+                warnings=channel_warnings(rgb),
             )
             if self.once:
                 return
@@ -361,11 +321,20 @@ def _picamera_to_rgb(array: np.ndarray, stream: str) -> np.ndarray:
 
 
 def open_source(
-    cfg: SourceConfig, once: bool, is_seen: Callable[[str], bool] | None = None
+    cfg: SourceConfig,
+    once: bool,
+    seen: SeenRecords | None = None,
+    retention_s: float | None = None,
 ) -> Source:
-    """The Source for a validated source config (not yet opened)."""
+    """The Source for a validated source config (not yet opened).
+
+    `seen` keeps the folder source's records of processed files (the outbox); records older
+    than `retention_s` are pruned, never those of files still in the folder.
+    """
     if isinstance(cfg, FolderSourceConfig):
-        return FolderSource(cfg, once, is_seen)
+        from edge.folder_source import FolderSource  # it imports Frame from this module
+
+        return FolderSource(cfg, once, seen, retention_s)
     if isinstance(cfg, VideoSourceConfig):
         return VideoSource(cfg)
     if isinstance(cfg, CameraSourceConfig):

@@ -1,8 +1,8 @@
 """Start-up: open and self-test the bundle, open the outbox and the link, run the daemon.
 
 A device that refuses to start (bundle invalid, verification failed, golden parity check
-failed) says why on its retained status topic before exiting, so the lab sees the reason
-instead of a device that silently restart-loops under systemd.
+failed) says why on its retained status topic (``failed``) before exiting, so the lab sees the
+reason instead of a device that silently restart-loops under systemd.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from edge.bundle import Bundle, BundleError, load_bundle
-from edge.config import DaemonConfig
+from edge.config import DaemonConfig, config_warnings
 from edge.daemon import Daemon, bundle_warnings, software_version
 from edge.embedded_broker import EmbeddedBroker
 from edge.errors import BlastscopeError
@@ -57,7 +58,7 @@ def open_checked_bundle(cfg: DaemonConfig) -> tuple[Bundle, bool]:
 
 
 def report_startup_failure(cfg: DaemonConfig, reason: str, timeout: float = 5.0) -> bool:
-    """Best effort: leave a retained ``offline`` status with the reason. True if delivered."""
+    """Best effort: leave a retained ``failed`` status with the reason. True if delivered."""
     address = cfg.mqtt.address
     if address.scheme == "embedded":
         return False
@@ -82,7 +83,7 @@ def report_startup_failure(cfg: DaemonConfig, reason: str, timeout: float = 5.0)
             return False
         payload = status_payload(
             device=cfg.device,
-            state="offline",
+            state="failed",
             client_id=cfg.client_id,
             reason=reason,
             software=software_version(),
@@ -99,19 +100,34 @@ def report_startup_failure(cfg: DaemonConfig, reason: str, timeout: float = 5.0)
         client.loop_stop()
 
 
+def open_outbox(cfg: DaemonConfig) -> Outbox:
+    return Outbox(
+        cfg.outbox_path(),
+        cfg.outbox.max_messages,
+        cfg.outbox.when_full,
+        reserve_bytes=cfg.outbox.reserve_bytes,
+    )
+
+
 def run(
     cfg: DaemonConfig,
     *,
     once: bool,
     on_published: Callable[[StoredMessage], None] | None = None,
+    origin: Path | None = None,
 ) -> int:
-    """Run the daemon on a config whose broker is a real address; the exit code."""
+    """Run the daemon on a config whose broker is a real address; the exit code.
+
+    origin: the config file, whose sibling configs are checked for a shared client id.
+    """
+    for warning in config_warnings(cfg, origin):
+        log.warning("config: %s", warning)
     try:
         bundle, golden_checked = open_checked_bundle(cfg)
+        outbox = open_outbox(cfg)
     except BlastscopeError as exc:
         report_startup_failure(cfg, f"refused to start: {exc}")
         raise
-    outbox = Outbox(cfg.outbox_path(), cfg.outbox.max_messages, cfg.outbox.when_full)
     if outbox.pending:
         log.info("%d results from an earlier run wait in %s", outbox.pending, outbox.path)
     address = cfg.mqtt.address
@@ -128,7 +144,8 @@ def run(
             software=software_version(),
             on_published=on_published,
         )
-        source = open_source(cfg.source, once, outbox.is_seen)
+        retention_s = cfg.outbox.retention_days * 86400
+        source = open_source(cfg.source, once, outbox, retention_s)
         daemon = Daemon(
             cfg,
             bundle,

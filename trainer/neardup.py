@@ -19,7 +19,6 @@ from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 THUMB_SIZE = 32
 BLUR_SIGMA = 1.0
@@ -54,6 +53,8 @@ def similar_pairs(
     block: int = 1024,
 ) -> list[tuple[int, int, float]]:
     """Index pairs (i < j, similarity) above ``threshold``, in blocks to bound memory."""
+    from tqdm import tqdm  # lazily: `trainer --help` needs only the base install
+
     n = len(thumbs)
     r = max_shift
     shifts = [(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]

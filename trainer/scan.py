@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from edge.image_io import ImageReadError, read_image
 from trainer.layouts import Dataset, Sample
@@ -32,6 +31,8 @@ def scan(
     With ``signature``, also compute it on each decoded image (near-duplicate thumbnails) so
     the images are read only once.
     """
+    from tqdm import tqdm  # lazily: `trainer --help` needs only the base install
+
     kept: list[Sample] = []
     skipped: list[dict[str, str]] = []
     sigs: list[np.ndarray] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from converters.cli import main
-from edge.bundle import load_bundle, read_manifest
+from edge.bundle import load_bundle, read_manifest, write_manifest
 from edge.golden import GoldenMismatchError, require_golden
 
 pytestmark = pytest.mark.slow  # uses the trained model and real conversions (session fixtures)
@@ -112,9 +112,10 @@ def test_reference_must_be_a_matching_float_model(
     assert main([*base, str(bundles["dynamic"])]) == 1
     assert "the reference must be float" in capsys.readouterr().err
     # Without --reference the source model recorded at export is used; if it is gone, say so.
-    data = json.loads((bundle / "manifest.json").read_text())
-    data["provenance"]["source_model"] = str(tmp_path / "gone.keras")
-    (bundle / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(bundle)
+    assert manifest.provenance.source_model is not None
+    manifest.provenance.source_model = str(tmp_path / "gone.keras")  # moved away
+    write_manifest(bundle, manifest)
     assert main(["verify", str(bundle), "--data", str(cells_dir)]) == 1
     assert "pass --reference" in capsys.readouterr().err
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from tests.edge.daemon_helpers import make_bundle
+from tests.edge.lab_broker import lab_broker
+
+__all__ = ["bundle", "lab_broker"]  # lab_broker: the shipped Mosquitto config, running
 
 
 @pytest.fixture

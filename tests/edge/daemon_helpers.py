@@ -203,12 +203,11 @@ def persistent_broker(workdir: Path) -> Mosquitto:
     """A mosquitto that keeps sessions and queued QoS 1 messages across stop/start."""
     workdir.mkdir(parents=True, exist_ok=True)
     broker = Mosquitto(workdir)
-    broker.conf.write_text(
-        broker.conf.read_text().replace(
-            "persistence false",
-            f"persistence true\npersistence_location {workdir}/\nmax_queued_messages 100000",
-        )
+    text = broker.conf.read_text().replace(
+        "persistence false",
+        f"persistence true\npersistence_location {workdir}/\nmax_queued_messages 100000",
     )
+    broker.conf.write_text(text)
     return broker
 
 

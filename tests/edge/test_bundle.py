@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -10,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import BundleError, load_bundle, read_manifest, write_bundle
+from edge.bundle import (
+    BundleError,
+    Manifest,
+    Verification,
+    load_bundle,
+    read_manifest,
+    write_bundle,
+    write_manifest,
+)
 from edge.golden import GoldenMismatchError, check_golden, require_golden
 from edge.preprocessing import PreprocessSpec, preprocess
 
@@ -25,9 +34,19 @@ def _write(tmp_path: Path, model: bytes, **kw) -> Path:  # type: ignore[no-untyp
     return out
 
 
-def _edit_manifest(path: Path, **changes) -> None:  # type: ignore[no-untyped-def]
+def _edit_manifest(path: Path, reseal: bool = True, **changes) -> None:  # type: ignore[no-untyped-def]
+    """Change manifest fields; reseal: recompute the digest, as a program using
+    edge.bundle.write_manifest would (to reach the checks behind the digest)."""
     data = json.loads((path / "manifest.json").read_text())
-    data.update(changes)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    if reseal:
+        # An invalid manifest keeps its digest: the schema check comes before the digest's.
+        with contextlib.suppress(ValueError):
+            data["digest"] = Manifest.model_validate(data).compute_digest()
     (path / "manifest.json").write_text(json.dumps(data))
 
 
@@ -58,9 +77,7 @@ def test_golden_self_test_passes_and_catches_a_changed_preprocessing(
     assert report is not None and report.passed and report.count == len(images)
     assert report.preprocessing_identical and report.max_abs_dp < 1e-5
     # A device whose preprocessing drifted from training (CLAHE -> none) must refuse to start.
-    data = json.loads((path / "manifest.json").read_text())
-    data["preprocessing"]["contrast"] = "none"
-    (path / "manifest.json").write_text(json.dumps(data))
+    _edit_manifest(path, preprocessing={"contrast": "none"})
     drifted = load_bundle(path)
     assert not check_golden(drifted).preprocessing_identical  # type: ignore[union-attr]
     with pytest.raises(GoldenMismatchError, match="start-up parity check failed"):
@@ -77,9 +94,7 @@ def test_refuses_changed_model_bytes(tmp_path, tiny_tflite) -> None:  # type: ig
 
 def test_refuses_input_shape_mismatch(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
     path = _write(tmp_path, tiny_tflite)
-    data = json.loads((path / "manifest.json").read_text())
-    data["input"]["shape"] = [1, 64, 64, 3]
-    (path / "manifest.json").write_text(json.dumps(data))
+    _edit_manifest(path, input={"shape": [1, 64, 64, 3]})
     with pytest.raises(
         BundleError,
         match=r"input shape \[1, 32, 32, 3\] differs from the manifest's \[1, 64, 64, 3\]",
@@ -89,9 +104,7 @@ def test_refuses_input_shape_mismatch(tmp_path, tiny_tflite) -> None:  # type: i
 
 def test_refuses_preprocessing_size_mismatch(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
     path = _write(tmp_path, tiny_tflite)
-    data = json.loads((path / "manifest.json").read_text())
-    data["preprocessing"]["height"] = 48
-    (path / "manifest.json").write_text(json.dumps(data))
+    _edit_manifest(path, preprocessing={"height": 48})
     with pytest.raises(BundleError, match="model input 32x32 differs from the preprocessing 48x32"):
         load_bundle(path)
 
@@ -107,16 +120,14 @@ def test_refuses_unknown_schema_version(tmp_path, tiny_tflite) -> None:  # type:
     path = _write(tmp_path, tiny_tflite)
     _edit_manifest(path, schema_version=7)
     with pytest.raises(
-        BundleError, match="schema_version 7 is unknown; this blastscope reads version 1"
+        BundleError, match="schema_version 7 is unknown; this blastscope reads version 2"
     ):
         load_bundle(path)
 
 
 def test_refuses_double_scaling(tmp_path, tiny_tflite) -> None:  # type: ignore[no-untyped-def]
     path = _write(tmp_path, tiny_tflite)
-    data = json.loads((path / "manifest.json").read_text())
-    data["preprocessing"]["scaling"] = "unit"  # the graph already has Rescaling(1/255)
-    (path / "manifest.json").write_text(json.dumps(data))
+    _edit_manifest(path, preprocessing={"scaling": "unit"})  # the graph rescales already
     with pytest.raises(BundleError, match="scaled twice or never"):
         load_bundle(path)
 
@@ -223,9 +234,72 @@ def test_golden_parity_with_the_export_is_checked_tightly(
     from edge.golden import write_golden
 
     sha, _ = write_golden(path / "golden.npz", **arrays)
-    _edit_manifest(
-        path, golden={**json.loads((path / "manifest.json").read_text())["golden"], "sha256": sha}
-    )
+    _edit_manifest(path, golden={"sha256": sha})
     drifted = check_golden(load_bundle(path))
     assert drifted is not None and not drifted.parity_ok and not drifted.passed
     assert "parity with export max |dp| 0.0050" in drifted.summary()
+
+
+def _verified_golden_bundle(tmp_path: Path, model: bytes, field_paths: list[Path]) -> Path:
+    """A bundle with a golden set and a passed verification record, as converters leaves it."""
+    from edge.image_io import read_image
+
+    images = np.stack([read_image(p) for p in field_paths])
+    pre = np.stack([preprocess(i, SPEC) for i in images])
+    probe = load_bundle(_write(tmp_path / "probe", model))
+    expected = np.stack([probe.probabilities(x) for x in pre])
+    path = _write(
+        tmp_path, model, golden={"images": images, "preprocessed": pre, "expected": expected}
+    )
+    manifest = read_manifest(path)
+    manifest.verification = Verification(status="passed", digest=manifest.answer_digest())
+    write_manifest(path, manifest)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"labels": ["ALL", "HEM"]},  # two labels swapped: every frame published as the other
+        {"preprocessing": {"contrast": "none"}},
+        {"temperature": 2.0},
+        {"output": {"scale": 0.5}},
+        {"input_range": [0.0, 1.0]},
+        {"golden": {"atol": 1.0}},
+        {"verification": {"status": "failed"}},  # (the other way round is refused too)
+    ],
+    ids=["labels", "preprocessing", "temperature", "output", "input_range", "golden", "verdict"],
+)
+def test_a_hand_edit_of_anything_that_changes_an_answer_is_refused(
+    tmp_path, tiny_tflite, field_paths, change
+) -> None:  # type: ignore[no-untyped-def]
+    path = _verified_golden_bundle(tmp_path, tiny_tflite, field_paths)
+    assert load_bundle(path).verified
+    _edit_manifest(path, reseal=False, **change)
+    with pytest.raises(BundleError, match="does not match its contents"):
+        load_bundle(path)
+
+
+def test_descriptive_fields_are_not_digested(tmp_path, tiny_tflite, field_paths) -> None:  # type: ignore[no-untyped-def]
+    path = _verified_golden_bundle(tmp_path, tiny_tflite, field_paths)
+    _edit_manifest(path, reseal=False, name="renamed-by-the-lab")
+    assert load_bundle(path).manifest.name == "renamed-by-the-lab"
+
+
+def test_swapped_labels_with_a_recomputed_digest_fail_golden_and_verification(
+    tmp_path, tiny_tflite, field_paths
+) -> None:  # type: ignore[no-untyped-def]
+    path = _verified_golden_bundle(tmp_path, tiny_tflite, field_paths)
+    # Someone who recomputes the digest still cannot carry the verdict over...
+    _edit_manifest(path, labels=["ALL", "HEM"])
+    with pytest.raises(BundleError, match=r"verification record \(passed\) was made for another"):
+        load_bundle(path)
+    # ...and without a verdict, the golden outputs are tied to the labels they were made for.
+    _edit_manifest(path, verification={"status": "unverified", "digest": None})
+    report = check_golden(load_bundle(path))
+    assert report is not None and not report.labels_match and not report.passed
+    assert "computed for labels ['HEM', 'ALL'] but the manifest says ['ALL', 'HEM']" in (
+        report.summary()
+    )
+    with pytest.raises(GoldenMismatchError):
+        require_golden(load_bundle(path))

@@ -154,9 +154,10 @@ def test_golden_mismatch_refuses_to_start_and_says_why_on_status(
     conf = write_config(tmp_path / "bad.toml", daemon_config(bad, frames, mosquitto, tmp_path))
     code, _, err = finish(start_daemon(conf, "--once"))
     assert code == 1 and "start-up parity check failed" in err
-    assert sub.wait(lambda: "offline" in sub.states("scope-t"), 5)
-    offline = sub.of("status", "scope-t")[-1]
-    assert offline["reason"].startswith("refused to start:") and "parity" in offline["reason"]
+    # "failed" with the reason: not "stopped" (a clean exit), not a bare last will.
+    assert sub.wait(lambda: "failed" in sub.states("scope-t"), 5)
+    failed = sub.of("status", "scope-t")[-1]
+    assert failed["reason"].startswith("refused to start:") and "parity" in failed["reason"]
     assert not sub.of("result")
     conf = write_config(tmp_path / "good.toml", daemon_config(good, frames, mosquitto, tmp_path))
     code, _, err = finish(start_daemon(conf, "--once"))
@@ -183,7 +184,7 @@ def test_source_that_does_not_recover_exits_nonzero_for_systemd(
     assert code == 1
     assert "failed 3 times" in err and "unplugged.avi: no such video file" in err
     assert re.findall(r"retrying in ([\d.]+)s", err) == ["0.6", "1.2"]  # backoff
-    assert sub.wait(lambda: "offline" in sub.states("scope-t"), 5)
+    assert sub.wait(lambda: "failed" in sub.states("scope-t"), 5)
     retrying = [
         w["message"]
         for s in sub.of("status", "scope-t")
@@ -194,7 +195,8 @@ def test_source_that_does_not_recover_exits_nonzero_for_systemd(
     assert retrying and "no such video file" in retrying[0], "retries not shown on status"
     last = sub.of("status", "scope-t")[-1]
     validate_payload("status", last)
-    assert last["state"] == "offline" and "failed 3 times" in last["reason"]
+    assert last["state"] == "failed" and "failed 3 times" in last["reason"]
+    assert "stopped" not in sub.states("scope-t")
     sub.close()
 
 

@@ -107,7 +107,7 @@ def test_folder_deleted_mid_run_retries_says_so_and_exits_nonzero(
     ]
     assert warnings, "the retries were not reported on the status topic"
     assert "no such folder" in warnings[0]["message"]
-    assert sub.wait(lambda: sub.states("scope-t")[-1:] == ["offline"], 5)
+    assert sub.wait(lambda: sub.states("scope-t")[-1:] == ["failed"], 5)
     last = sub.of("status", "scope-t")[-1]
     validate_payload("status", last)
     assert "failed 4 times" in last["reason"]

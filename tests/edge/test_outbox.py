@@ -98,24 +98,80 @@ def test_block_waits_for_an_ack_and_gives_up_on_stop(tmp_path: Path) -> None:
     got: list = []  # type: ignore[type-arg]
     t = threading.Thread(target=lambda: got.append(box.put("t", _render)))
     t.start()
-    time.sleep(0.3)
-    assert t.is_alive() and box.blocked
+    assert _until(lambda: box.blocked), "the producer did not wait for room"
+    assert t.is_alive() and not got
     box.ack([1])
     t.join(timeout=5)
-    assert got[0].seq == 11 and box.blocked_s > 0.2
+    assert got[0].seq == 11 and box.blocked_s > 0
     stop = threading.Event()
     stop.set()
     assert box.put("t", _render, stop=stop) is None  # shutting down while full
     box.close()
 
 
-def test_broker_refusal_moves_the_row_aside(tmp_path: Path) -> None:
+def _until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # polling a condition, not waiting a guessed time
+    return True
+
+
+def test_a_refused_row_stays_in_line_marked_until_delivered(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite3", 10, "block")
-    _put(box, 2)
-    box.reject(1, "Not authorized")
-    assert box.pending == 1 and box.counters()["refused_by_broker"] == 1
-    row = box._db.execute("SELECT seq, reason FROM rejected").fetchone()
-    assert tuple(row) == (1, "Not authorized")
+    _put(box, 3)
+    box.refuse(1, "Not authorized")
+    box.refuse(1, "Not authorized")  # offered again and refused again: counted once
+    # Not delivered: still pending, still first in line, but settled for a flush.
+    assert box.pending == 3 and box.refused == 1 and box.unsettled == 2
+    assert box.counters()["refused_by_broker"] == 1 and box.last_refusal == "Not authorized"
+    assert [m.seq for m in box.peek(0, 10)] == [1, 2, 3]
+    assert [m.seq for m in box.peek_refused(0, 3, 10)] == [1]
+    box.ack([2, 3])
+    assert box.wait_settled(0) and not box.wait_empty(0)
+    box.close()
+    # Across a restart it is still there, still marked; a later delivery settles it.
+    box = Outbox(tmp_path / "o.sqlite3", 10, "block")
+    assert box.pending == 1 and box.refused == 1 and box.last_refusal == "Not authorized"
+    box.ack([1])
+    assert box.pending == 0 and box.refused == 0
+    box.close()
+
+
+def test_rows_refused_by_an_older_outbox_are_put_back_in_line(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL "
+        "UNIQUE, topic TEXT NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL);"
+        "CREATE TABLE rejected (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL, topic TEXT "
+        "NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);"
+        "INSERT INTO outbox VALUES (2, 'b', 't', x'7b7d', 1.0);"
+        "INSERT INTO rejected VALUES (1, 'a', 't', x'7b7d', 'Not authorized', 1.0);"
+    )
+    old.commit()
+    old.close()
+    box = Outbox(path, 10, "block")
+    assert [m.message_id for m in box.peek(0, 10)] == ["a", "b"]
+    assert box.refused == 1 and box.pending == 2
+    assert box.put("t", _render).seq == 3  # type: ignore[union-attr]
+    box.close()
+
+
+def test_put_many_commits_a_whole_frame_or_nothing(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3", 10, "block")
+
+    def broken(seq: int, message_id: str) -> bytes:
+        raise ValueError("cannot render")
+
+    with pytest.raises(ValueError):
+        box.put_many([("t", _render), ("t", broken)], seen_key="field-1")
+    assert box.pending == 0 and not box.is_seen("field-1")
+    stored = box.put_many([("t", _render)] * 3, seen_key="field-1")
+    # The rolled-back frame left no trace, not even a used seq (no gap for consumers).
+    assert stored is not None and [m.seq for m in stored] == [1, 2, 3]
+    assert box.pending == 3 and box.is_seen("field-1")
     box.close()
 
 

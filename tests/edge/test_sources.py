@@ -66,30 +66,6 @@ def test_bad_files_become_error_frames_not_failures(tmp_path: Path, field_paths)
     assert sum(f.image is not None for f in frames) == 1
 
 
-def test_watched_folder_picks_up_new_files_once_settled(tmp_path: Path, field_paths) -> None:  # type: ignore[no-untyped-def]
-    folder = frame_folder(tmp_path / "f", field_paths, 2)
-    seen = {f"frame_000.jpg:{(folder / 'frame_000.jpg').stat().st_size}"}
-
-    def is_seen(key: str) -> bool:
-        return key.rsplit(":", 1)[0] in seen  # processed by an earlier run
-
-    source = _source(
-        {"kind": "folder", "path": str(folder), "watch": True, "poll_s": 0.05, "settle_s": 0.3},
-        once=False,
-        is_seen=is_seen,
-    )
-    stop = threading.Event()
-    got: list = []  # type: ignore[type-arg]
-    t = threading.Thread(target=lambda: got.extend(_take(source, 2, stop)))
-    t.start()
-    time.sleep(0.1)
-    (folder / "frame_009.jpg").write_bytes(field_paths[1].read_bytes())  # the scanner writes
-    t.join(timeout=10)
-    assert not t.is_alive()
-    assert [Path(f.origin).name for f in got] == ["frame_001.jpg", "frame_009.jpg"]
-    assert all(f.seen_key for f in got)
-
-
 def test_missing_folder_is_a_source_failure(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such folder"):
         _source({"kind": "folder", "path": str(tmp_path / "nope")}).open()
