@@ -23,6 +23,7 @@ from edge.errors import BlastscopeError
 from edge.health import Stats, health_payload
 from edge.messages import encode, topic
 from edge.mqtt_link import describe_connect_error, make_client
+from edge.outbox_lock import outbox_owner
 from edge.sources import open_source
 
 
@@ -101,6 +102,15 @@ def _check_broker(cfg: DaemonConfig, timeout: float = 5.0) -> str:
                 "embedded broker: mosquitto not found (apt-get install mosquitto)"
             )
         return f"embedded: will start {binary} on 127.0.0.1"
+    owner = outbox_owner(cfg.outbox_path())
+    if owner is not None:
+        # A broker that binds client ids to user names (firmware_config/mosquitto) would give
+        # this connection the daemon's session and fire its last will: do not connect.
+        raise CheckSkipped(
+            f"{address.url}: not connected: the daemon using this outbox (pid {owner}) is "
+            "running, and a second login with the device's credentials would take over its "
+            "session; its status topic shows its connection (stop it to check the broker)"
+        )
     client_id = f"{cfg.client_id}-check"
     client, connect_kw = make_client(cfg.mqtt, client_id, address.host, address.port)
     result: dict[str, Any] = {}
@@ -151,6 +161,10 @@ def _check_broker(cfg: DaemonConfig, timeout: float = 5.0) -> str:
         client.loop_stop()
 
 
+class CheckSkipped(BlastscopeError):
+    """A check that cannot be made now without disturbing the device: a warning, not a fail."""
+
+
 def _check_payload(cfg: DaemonConfig) -> bytes:
     """A valid health message, marked as the check's own (not a running daemon's)."""
     outbox = {
@@ -197,6 +211,8 @@ def run_checks(
             continue
         try:
             detail = check(cfg)
+        except CheckSkipped as exc:
+            print(f"warn {name:<7}{exc}", file=out)
         except BlastscopeError as exc:
             failed += 1
             print(f"FAIL {name:<7}{exc}", file=out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "the microscope-side daemon: capture, classify, publish every result over MQTT",
         _run,
+        log_level=logging.INFO,
     )
     _add_config_flags(p)
     p.add_argument(

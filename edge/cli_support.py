@@ -34,16 +34,23 @@ def new_parser(
 
 
 def add_command(
-    sub: argparse._SubParsersAction, name: str, help_text: str, handler: Handler
+    sub: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    handler: Handler,
+    log_level: int = logging.WARNING,
 ) -> argparse.ArgumentParser:
-    """A subcommand whose --help shows defaults, bound to its handler."""
+    """A subcommand whose --help shows defaults, bound to its handler.
+
+    log_level: what it logs without -v (a service says what it is doing at INFO).
+    """
     p = sub.add_parser(
         name,
         help=help_text,
         description=help_text,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.set_defaults(handler=handler)
+    p.set_defaults(handler=handler, default_log_level=log_level)
     return p
 
 
@@ -55,14 +62,11 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     where the import was).
     """
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG
-        if args.verbose > 1
-        else logging.INFO
-        if args.verbose
-        else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    quiet = getattr(args, "default_log_level", logging.WARNING)
+    level = (
+        logging.DEBUG if args.verbose > 1 else min(logging.INFO, quiet) if args.verbose else quiet
     )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = f"{parser.prog} {args.command}"
     try:
         return int(args.handler(args))

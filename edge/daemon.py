@@ -213,7 +213,7 @@ class Daemon:
     def _flush_all(self) -> None:
         """Wait, however long, until the broker has acknowledged (or refused) every result."""
         last_note = time.monotonic()
-        while not (self.outbox.unsettled == 0 and self.link.inflight == 0):
+        while not self.link.settled:
             if self.stop_requested.is_set():
                 return
             self._heartbeat = time.monotonic()
@@ -224,7 +224,7 @@ class Daemon:
                     self.outbox.unsettled,
                     self.link.last_error or ("connected" if self.link.connected else "connecting"),
                 )
-            self.outbox.wait_settled(0.2, self.stop_requested)
+            self.outbox.wait_changed(0.2)
 
     # -- capture thread ------------------------------------------------------------------------
 

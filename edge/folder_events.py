@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import BlastscopeError
+from edge.optional_dependencies import missing_message
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,8 @@ def _watchdog() -> tuple[Any, list[Any]]:
         from watchdog import events as e
         from watchdog.observers import Observer
     except ImportError:
-        raise WatchError(
-            "watching a folder needs watchdog, which is not installed: install the 'edge' "
-            "extra, e.g. pip install -e '.[edge]' from a checkout, or set "
-            'source.watch_method = "poll"'
-        ) from None
+        fix = missing_message("watchdog", "watching a folder")
+        raise WatchError(f'{fix}; or set source.watch_method = "poll"') from None
     # Not opened / closed-without-writing: the source's own reads would wake it for nothing.
     wanted = [
         e.FileCreatedEvent,

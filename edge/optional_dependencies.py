@@ -16,6 +16,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "ai_edge_litert": ("ai-edge-litert", "edge"),
     "paho": ("paho-mqtt", "edge"),
     "jsonschema": ("jsonschema", "edge"),
+    "watchdog": ("watchdog", "edge"),
     "tensorflow": ("tensorflow", "train"),
     "keras": ("tensorflow", "train"),  # Keras 3 and absl come with the pinned tensorflow
     "absl": ("tensorflow", "train"),

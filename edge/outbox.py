@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge.errors import BlastscopeError
+from edge.outbox_lock import OutboxLock
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +120,22 @@ class Outbox:
         # A write failed for lack of space: producers wait until _recover() gives room back.
         self.disk_full = False
         self._recover_tried_at = 0.0
+        self._owner = OutboxLock(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._owner.acquire()
+        except OSError as exc:
+            raise self._open_error(exc) from None
+        try:
             mode = self._open()
         except (OSError, sqlite3.Error) as exc:
             if not (_is_disk_full(exc) and self._release_reserve()):
+                self._owner.release()
                 raise self._open_error(exc) from None
             try:  # the reserve is what lets a full disk open its outbox and drain it
                 mode = self._open()
             except (OSError, sqlite3.Error) as again:
+                self._owner.release()
                 raise self._open_error(again) from None
             self.disk_full = True  # producers wait until the drain has given room back
         if str(mode).lower() != "wal":
@@ -451,18 +459,9 @@ class Outbox:
 
     def wait_empty(self, timeout: float | None, stop: threading.Event | None = None) -> bool:
         """Block until every message is acked (True) or timeout/stop (False)."""
-        return self._wait(lambda: self._pending == 0, timeout, stop)
-
-    def wait_settled(self, timeout: float | None, stop: threading.Event | None = None) -> bool:
-        """Block until every message is acked or refused (True) or timeout/stop (False)."""
-        return self._wait(lambda: self.unsettled == 0, timeout, stop)
-
-    def _wait(
-        self, done: Callable[[], bool], timeout: float | None, stop: threading.Event | None
-    ) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
-            while not done():
+            while self._pending > 0:
                 if stop is not None and stop.is_set():
                     return False
                 left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
@@ -583,3 +582,4 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._owner.release()

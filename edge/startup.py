@@ -22,6 +22,7 @@ from edge.golden import require_golden
 from edge.messages import model_info, status_payload, topic
 from edge.mqtt_link import MqttLink, make_client
 from edge.outbox import Outbox, StoredMessage
+from edge.outbox_lock import OutboxInUseError
 from edge.sources import open_source
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,18 @@ def run(
     for warning in config_warnings(cfg, origin):
         log.warning("config: %s", warning)
     try:
-        bundle, golden_checked = open_checked_bundle(cfg)
+        # First: a second daemon on this outbox stops here, and stays off the broker (its
+        # login would take over the running daemon's session and status).
         outbox = open_outbox(cfg)
+    except OutboxInUseError:
+        raise
     except BlastscopeError as exc:
+        report_startup_failure(cfg, f"refused to start: {exc}")
+        raise
+    try:
+        bundle, golden_checked = open_checked_bundle(cfg)
+    except BlastscopeError as exc:
+        outbox.close()
         report_startup_failure(cfg, f"refused to start: {exc}")
         raise
     if outbox.pending:

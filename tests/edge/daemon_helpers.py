@@ -130,6 +130,7 @@ class Collector:
         client_id: str | None = None,
     ) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.qos: list[tuple[str, int]] = []  # (topic, QoS the broker delivered it with)
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
@@ -151,6 +152,7 @@ class Collector:
         def on_message(c, userdata, msg):  # type: ignore[no-untyped-def]
             with self._cond:
                 self.messages.append((msg.topic, json.loads(msg.payload)))
+                self.qos.append((msg.topic, msg.qos))
                 self._cond.notify_all()
 
         self.client.on_connect = on_connect
@@ -167,6 +169,11 @@ class Collector:
                 for t, p in self.messages
                 if t.endswith("/" + kind) and (device is None or t.split("/")[-2] == device)
             ]
+
+    def qos_of(self, kind: str) -> list[int]:
+        """The QoS each message of this kind arrived with (1 for results and status)."""
+        with self._cond:
+            return [q for t, q in self.qos if t.endswith("/" + kind)]
 
     def distinct_results(self, device: str | None = None) -> list[dict[str, Any]]:
         """Results de-duplicated on message_id, in first-arrival order."""

@@ -135,10 +135,13 @@ def shipped_config(broker: Mosquitto, d: Path, pwfile: Path) -> str:
     return text
 
 
-def start_lab_broker(d: Path, edit: Callable[[str], str] = lambda text: text) -> LabBroker:
+def start_lab_broker(
+    d: Path, edit: Callable[[str], str] = lambda text: text, host: str = "127.0.0.1"
+) -> LabBroker:
     """Certificates, passwords and a started mosquitto in `d`, installed as the README says:
     Debian's main config including conf.d/blastscope.conf (`edit` may change the latter, for
-    measurements against variants)."""
+    measurements against variants). host: the loopback address it listens on (its
+    certificate names 127.0.0.1 and localhost)."""
     require_tools()
     d.mkdir(parents=True, exist_ok=True)
     _certs(d)
@@ -147,6 +150,7 @@ def start_lab_broker(d: Path, edit: Callable[[str], str] = lambda text: text) ->
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if not pwfile.exists() else []),
                         str(pwfile), user, pw], check=True, capture_output=True)  # fmt: skip
     broker = Mosquitto(d)
+    broker.host = host
     (d / "conf.d").mkdir()
     (d / "conf.d" / BROKER_CONF.name).write_text(edit(shipped_config(broker, d, pwfile)))
     broker.conf.write_text(main_config(broker, d))

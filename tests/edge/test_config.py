@@ -119,3 +119,61 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path, capsys) -> None:  
     assert "not valid TOML" in capsys.readouterr().err
     assert main(["run"]) == 1
     assert "edge run --demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("threads", True, "threads: should be a valid integer; got True"),
+        ("threads", "2", "threads: should be a valid integer; got '2'"),
+        ("threads", 2.0, "threads: should be a valid integer; got 2.0"),
+        ("queue_size", "4", "queue_size: should be a valid integer; got '4'"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_not_coerced(key, value, expected) -> None:  # type: ignore[no-untyped-def]
+    assert expected in _error({**BASE, key: value})
+
+
+def test_booleans_and_qos_take_only_their_own_type() -> None:
+    msg = _error({**BASE, "source": {"kind": "folder", "path": "f", "watch": "yes"}})
+    assert "source.watch: should be a valid boolean; got 'yes'" in msg
+    assert "mqtt.qos: should be 0, 1 or 2, not a boolean" in _error({**BASE, "mqtt": {"qos": True}})
+    assert "mqtt.qos: should be 0, 1 or 2; got '1'" in _error({**BASE, "mqtt": {"qos": "1"}})
+    assert "mqtt.protocol: should be '3.1.1' or '5'; got 5" in _error(
+        {**BASE, "mqtt": {"protocol": 5}}
+    )
+    # What TOML cannot express otherwise still works: paths from strings, pairs from arrays,
+    # an integer where a float is asked for.
+    cfg = validate({**BASE, "source": {"kind": "picamera", "main_size": [1280, 960]},
+                    "health": {"interval_s": 5}})  # fmt: skip
+    assert cfg.source.main_size == (1280, 960) and cfg.health.interval_s == 5.0
+
+
+def test_mqtt5_is_the_default_protocol() -> None:
+    assert validate(BASE).mqtt.protocol == "5"
+
+
+def test_a_too_small_disk_reserve_is_refused() -> None:
+    msg = _error({**BASE, "outbox": {"reserve_bytes": 4096}})
+    assert "outbox.reserve_bytes: must be 0 (no reserve) or at least 1048576 bytes" in msg
+
+
+def test_settings_that_invite_silent_loss_are_warned_about(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from edge.config import config_warnings
+
+    base = {**BASE, "device": "scope-01", "mqtt": {"broker": "mqtt://lab:1883"}}
+    assert config_warnings(validate(base)) == []
+    risky = {**base, "mqtt": {"broker": "mqtt://lab:1883", "qos": 0, "protocol": "3.1.1"}}
+    said = " | ".join(config_warnings(validate(risky)))
+    assert "mqtt.qos = 0" in said and 'mqtt.protocol = "3.1.1"' in said
+    # Two device configs in one folder with the same client id: one kicks the other off.
+    a = write_config(tmp_path / "scope-01.toml", base)
+    b = write_config(tmp_path / "scope-01-copy.toml", base)
+    write_config(tmp_path / "scope-02.toml", {**base, "device": "scope-02"})
+    (tmp_path / "notes.toml").write_text("not = [a device config")
+    said = " | ".join(config_warnings(load_config(a), a))
+    assert "client id 'blastscope-scope-01' is also used by" in said and str(b) in said
+    assert "scope-02.toml" not in said
+    assert main(["check", "--config", str(a), "--skip-source"]) == 1  # the bundle is missing
+    out = capsys.readouterr().out
+    assert "warn config  mqtt client id 'blastscope-scope-01' is also used by" in out

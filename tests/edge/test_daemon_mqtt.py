@@ -45,6 +45,9 @@ def test_results_arrive_validate_and_carry_provenance(
     assert sub.wait(lambda: "stopped" in sub.states("scope-t"), 10)
     results = sub.distinct_results("scope-t")
     assert len(results) == 6
+    # Without an outage nothing is sent twice, and the broker delivers results at QoS 1.
+    assert len(sub.of("result", "scope-t")) == 6
+    assert sub.qos_of("result") == [1] * 6 and set(sub.qos_of("status")) == {1}
     for r in results:
         validate_payload("result", r)
     assert_ordered_unique(results)

@@ -58,6 +58,7 @@ def test_broker_outage_mid_run_loses_nothing_and_keeps_order(
         broker.stop()
     results = sub.distinct_results()
     assert len(results) == n and _origins(results) == [f"frame_{i:03d}.jpg" for i in range(n)]
+    assert set(sub.qos_of("result")) == {1}
     assert_ordered_unique(results)
     for r in results:
         validate_payload("result", r)

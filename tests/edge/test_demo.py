@@ -47,16 +47,28 @@ def test_demo_runs_end_to_end_through_an_embedded_broker(bundle: Path) -> None:
 
 
 def test_demo_with_the_bundled_model(tmp_path: Path) -> None:
+    # The bundle ships with the package: its absence is a failure, not another branch.
+    assert (DEMO_BUNDLE / "manifest.json").is_file(), f"the demo bundle is missing: {DEMO_BUNDLE}"
+    # What the README promises: a full-int8 bundle that passed the int8-vs-float gate.
+    manifest = load_bundle(DEMO_BUNDLE).manifest
+    assert manifest.quantization == "int8" and manifest.verification.status == "passed"
+    assert manifest.input.dtype == "uint8"
     proc = _demo()
-    if (DEMO_BUNDLE / "manifest.json").is_file():
-        assert proc.returncode == 0, proc.stderr
-        # What the README promises: a full-int8 bundle that passed the int8-vs-float gate.
-        manifest = load_bundle(DEMO_BUNDLE).manifest
-        assert manifest.quantization == "int8" and manifest.verification.status == "passed"
-        assert manifest.input.dtype == "uint8"
-    else:
-        assert proc.returncode == 1
-        assert "the demo bundle is not installed at" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    n = len(list_images(DEMO_FRAMES))
+    labels = [line.split()[5] for line in proc.stdout.splitlines() if " frame " in line]
+    assert len(labels) == n and set(labels) <= set(manifest.labels), proc.stdout
+    assert f"demo: {n} results published and acknowledged" in proc.stderr
+
+
+def test_demo_without_its_bundle_says_so(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import edge.demo
+    from edge.cli import main
+
+    monkeypatch.setattr(edge.demo, "DEMO_BUNDLE", tmp_path / "not-installed")
+    assert main(["run", "--demo"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the demo bundle is not installed at" in err[0]
 
 
 def test_embedded_broker_starts_stops_and_names_the_install(monkeypatch) -> None:  # type: ignore[no-untyped-def]
