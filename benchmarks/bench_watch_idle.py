@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,15 +97,19 @@ def child(method: str, folder: Path, db: Path, seconds: float, poll_s: float) ->
 
 
 def side_by_side(folder: Path, db: Path, seconds: float, poll_s: float) -> list[dict[str, Any]]:
-    common = ["--folder", str(folder), "--db", str(db), "--seconds", str(seconds)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--child", method, *common, "--poll-s", str(poll_s)],
-            stdout=subprocess.PIPE,
-            text=True,
+    procs = []
+    for method in ("events", "poll"):
+        # One outbox per watcher: a daemon holds its outbox alone (edge.outbox_lock).
+        own = db.with_name(f"outbox-{method}.sqlite3")
+        shutil.copyfile(db, own)
+        common = ["--folder", str(folder), "--db", str(own), "--seconds", str(seconds)]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", method, *common, "--poll-s", str(poll_s)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
         )
-        for method in ("events", "poll")
-    ]
     reports = []
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 600)
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reports = side_by_side(folder, db, args.seconds, args.poll_s)
         finally:
-            for path in db.parent.glob(db.name + "*"):
+            for path in db.parent.glob("outbox*"):
                 path.unlink()
             if db.parent != Path(tmp):
                 os.rmdir(db.parent)

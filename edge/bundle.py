@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.errors import BlastscopeError
-from edge.preprocessing import PreprocessError, PreprocessSpec
+from edge.preprocessing import PreprocessError, PreprocessSpec, preprocess, preprocess_uint8
 from edge.runtime import LiteRTModel, TensorInfo
 from edge.softmax_regression import softmax
 
@@ -190,6 +190,13 @@ class Bundle:
     @property
     def verified(self) -> bool:
         return self.manifest.verification.status == "passed"
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """A raw RGB uint8 frame -> the model's input: the bundle's preprocessing, kept in uint8
+        when the model takes raw pixels (identical values, one float pass less per frame)."""
+        if self.spec.scaling == "none" and self.model.input.takes_raw_pixels:
+            return preprocess_uint8(image, self.spec)
+        return preprocess(image, self.spec)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """A preprocessed HxWx3 float image -> class probabilities (temperature applied)."""

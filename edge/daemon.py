@@ -43,7 +43,8 @@ from edge.messages import (
 )
 from edge.mqtt_link import MqttLink
 from edge.outbox import Outbox
-from edge.preprocessing import PreprocessError, preprocess
+from edge.preprocessing import PreprocessError
+from edge.priority import yield_to_inference
 from edge.sd_notify import SystemdNotifier
 from edge.sources import Frame, Source, SourceError
 
@@ -229,6 +230,7 @@ class Daemon:
     # -- capture thread ------------------------------------------------------------------------
 
     def _capture_loop(self) -> None:
+        yield_to_inference()
         retry = self.cfg.source.retry
         failures, delay = 0, retry.initial_s
         try:
@@ -283,7 +285,7 @@ class Daemon:
             return _Item(frame, None, error=frame.error or "no image")
         t0 = time.perf_counter()
         try:
-            x = preprocess(frame.image, self.bundle.spec)
+            x = self.bundle.prepare(frame.image)
         except PreprocessError as exc:
             return _Item(frame, None, stage="preprocess", error=str(exc))
         return _Item(frame, x, preprocess_ms=(time.perf_counter() - t0) * 1e3)
@@ -409,6 +411,7 @@ class Daemon:
         return (fresh or waiting_by_policy) and capturing and self._fatal is None
 
     def _supervise(self) -> None:
+        yield_to_inference()
         interval = self.cfg.health.interval_s
         next_health = time.monotonic() + min(interval, 5.0) if interval else float("inf")
         watchdog = self.notifier.watchdog_interval_s

@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from edge.config import ConfigError, MqttConfig
 from edge.messages import status_payload, topic
 from edge.outbox import Outbox, StoredMessage
+from edge.priority import yield_to_inference
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +337,7 @@ class MqttLink:
     # -- the publisher thread ------------------------------------------------------------------
 
     def _publish_loop(self) -> None:
+        yield_to_inference()
         while not self._stop.is_set():
             try:
                 self._handle_acks()

@@ -42,6 +42,12 @@ class TensorInfo:
     def quantized(self) -> bool:
         return self.dtype in ("uint8", "int8") and bool(self.scale)
 
+    @property
+    def takes_raw_pixels(self) -> bool:
+        """uint8 with scale 1 and zero point 0: quantising 0..255 pixels is the identity, so
+        uint8 pixels can be fed as they are (bit-identical, and no float pass per frame)."""
+        return self.dtype == "uint8" and self.scale == 1.0 and self.zero_point == 0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "shape": list(self.shape),
@@ -73,8 +79,13 @@ def _tensor_info(detail: dict[str, Any]) -> TensorInfo:
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Float values to the tensor's dtype using its scale and zero point (round half to even)."""
+    """Float values to the tensor's dtype using its scale and zero point (round half to even).
+
+    uint8 pixels for a `takes_raw_pixels` tensor pass through untouched (the same values).
+    """
     target = _DTYPES[info.dtype]
+    if x.dtype == np.uint8 and info.takes_raw_pixels:
+        return x
     if not info.quantized:
         return x.astype(target, copy=False)
     assert info.scale is not None and info.zero_point is not None
