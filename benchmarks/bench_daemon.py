@@ -41,14 +41,14 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.bundle import Bundle, load_bundle
-from edge.embedded_broker import EmbeddedBroker
+from edge.contracts.messages import topic
 from edge.errors import BlastscopeError
-from edge.image_io import IMAGE_SUFFIXES, read_image
-from edge.messages import topic
-from edge.outbox import Outbox
-from edge.preprocessing import preprocess
-from edge.runtime import quantize
+from edge.model.bundle import Bundle, load_bundle
+from edge.model.runtime import quantize
+from edge.service.embedded_broker import EmbeddedBroker
+from edge.service.outbox import Outbox
+from edge.vision.image_io import IMAGE_SUFFIXES, read_image
+from edge.vision.preprocessing import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "bench"
@@ -56,7 +56,8 @@ PREFIX = "blastscope"
 GOAL_RATIO = 0.85  # daemon throughput / bare invoke throughput
 GOAL_RSS_MB = 200.0  # B3 int8
 # What the daemon imports, without a model: the floor under its RSS.
-_IMPORTS = "import edge.cli, edge.startup, edge.sources, cv2, paho.mqtt.client, edge.runtime as r;"
+_IMPORTS = "import edge.cli, edge.service.startup, edge.service.sources, cv2, paho.mqtt.client, "
+_IMPORTS += "edge.model.runtime as r;"
 _IMPORTS += "r.interpreter_class()"
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from converters.benchmark import Timing, benchmark
 from converters.export import ExportOptions, export
-from edge.preprocessing import PreprocessSpec
+from edge.contracts.preprocess_spec import PreprocessSpec
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 

@@ -31,9 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.config import validate
-from edge.outbox import Outbox
-from edge.sources import open_source
+from edge.service.config import validate
+from edge.service.outbox import Outbox
+from edge.service.sources import open_source
 
 _WARM_UP_S = 3.0  # after the first listing: its garbage collected, the observer settled
 

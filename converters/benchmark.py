@@ -19,8 +19,8 @@ import numpy as np
 
 from converters.errors import ConverterError
 from converters.progress import progress
-from edge.bundle import load_bundle
-from edge.runtime import LiteRTModel
+from edge.model.bundle import load_bundle
+from edge.model.runtime import LiteRTModel
 
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5

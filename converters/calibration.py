@@ -18,9 +18,10 @@ from converters.errors import CalibrationError
 from converters.image_sets import LabelledFile, class_mixed, per_class, scan_folder
 from converters.progress import progress
 from converters.run_files import TrainingRun
-from edge.image_io import read_image
-from edge.preprocessing import PreprocessSpec, preprocess
-from edge.runtime import TensorInfo
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.model.runtime import TensorInfo
+from edge.vision.image_io import read_image
+from edge.vision.preprocessing import preprocess
 
 log = logging.getLogger(__name__)
 

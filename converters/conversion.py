@@ -15,7 +15,7 @@ import numpy as np
 
 from converters.errors import ConverterError, ModelFileError
 from converters.tf_env import keras, silenced, tensorflow
-from edge.bundle import Quantization
+from edge.contracts.manifest import Quantization
 from edge.errors import BlastscopeError
 
 QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)

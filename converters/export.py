@@ -25,17 +25,11 @@ from converters.int8_prep import Int8Prep, prepare_for_int8
 from converters.progress import stage
 from converters.run_files import TrainingRun, read_training_run
 from converters.tf_env import load_keras_model, tensorflow
-from edge.bundle import (
-    MANIFEST_FILE,
-    Bundle,
-    Provenance,
-    input_shape_problem,
-    load_bundle,
-    sha256_file,
-    write_bundle,
-)
-from edge.golden import GoldenReport, check_golden
-from edge.preprocessing import PreprocessError, PreprocessSpec
+from edge.contracts.manifest import MANIFEST_FILE, Provenance, sha256_file
+from edge.contracts.preprocess_spec import PreprocessError, PreprocessSpec
+from edge.model.bundle import Bundle, input_shape_problem, load_bundle
+from edge.model.bundle_writer import write_bundle
+from edge.model.golden import GoldenReport, check_golden
 
 log = logging.getLogger(__name__)
 

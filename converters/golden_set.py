@@ -1,6 +1,6 @@
 """The golden set a bundle carries: a few real images and the FLOAT model's outputs for them.
 
-The device re-runs them at start-up (edge.golden) and refuses to start if its preprocessing or
+The device re-runs them at start-up (edge.model.golden) and refuses to start if its preprocessing or
 runtime disagrees with training. The tolerance is per quantisation: a correct bundle must pass
 and a broken one fail (measured on the tiny model on BCCD crops: float32 6e-8, float16 1.5e-4,
 dynamic 8e-5, int8 5e-3 max |dp|; int8 calibrated on black images: 0.996).
@@ -15,15 +15,17 @@ import numpy as np
 
 from converters.image_sets import LabelledFile
 from converters.tf_env import keras_predict
-from edge.image_io import read_image
-from edge.preprocessing import PreprocessSpec, preprocess, resize
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.vision.image_io import read_image
+from edge.vision.preprocessing import preprocess, resize
 
 DEFAULT_COUNT = 6
 # Max |dp| per image allowed between the device and the float Keras model: a sanity bound that
 # a broken quantisation fails (black-image calibration: 0.996), while exact parity with the
-# export is checked separately (edge.bundle.PARITY_ATOL). For int8 it must clear the worst
-# image of a healthy model: EfficientNet-Lite0 int8 on 649 Taleqani test images had mean |dp|
-# 0.017 but max 0.43 (one image near a decision boundary), and 0.17 on BCCD demo frames.
+# export is checked separately (edge.contracts.manifest.PARITY_ATOL). For int8 it must clear
+# the worst image of a healthy model: EfficientNet-Lite0 int8 on 649 Taleqani test images had
+# mean |dp| 0.017 but max 0.43 (one image near a decision boundary), and 0.17 on BCCD demo
+# frames.
 DEFAULT_ATOL: dict[str, float] = {"float32": 1e-3, "float16": 0.01, "dynamic": 0.05, "int8": 0.5}
 # Raw golden images are stored as captured when they share one size up to this; otherwise each is
 # resized to the model input first (the npz stacks them into one array).

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import load_bundle
-from edge.golden import check_golden
-from edge.runtime import TensorInfo, interpreter_class
+from edge.model.bundle import load_bundle
+from edge.model.golden import check_golden
+from edge.model.runtime import TensorInfo, interpreter_class
 
 
 def graph_details(model_path: Path) -> dict[str, Any]:

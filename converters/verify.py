@@ -23,18 +23,17 @@ import numpy as np
 from converters.errors import ConverterError, GateFailedError
 from converters.image_sets import LabelledFile, per_class, scan_folder
 from converters.progress import progress, stage
-from edge.bundle import (
-    Bundle,
+from edge.contracts.manifest import (
     BundleError,
     Verification,
-    load_bundle,
     read_manifest,
     sha256_file,
     write_manifest,
 )
-from edge.golden import GoldenReport, check_golden
-from edge.image_io import read_image
-from edge.preprocessing import preprocess
+from edge.model.bundle import Bundle, load_bundle
+from edge.model.golden import GoldenReport, check_golden
+from edge.vision.image_io import read_image
+from edge.vision.preprocessing import preprocess
 from trainer.metrics import confusion_matrix, per_class_from_cm, wilson_interval
 
 BATCH = 32

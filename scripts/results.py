@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.image_io import read_image
-from edge.preprocessing import preprocess
+from edge.vision.image_io import read_image
+from edge.vision.preprocessing import preprocess
 from trainer.colour_histogram_baseline import colour_features, fit_colour_baseline
 from trainer.metrics import classification_report
 from trainer.report import render_markdown

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.image_io import list_images, read_image
+from edge.vision.image_io import list_images, read_image
 from tests.mosquitto import Mosquitto, mosquitto_binary
 
 FIXTURES = Path(__file__).parent / "fixtures"

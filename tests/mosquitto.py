@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from edge.embedded_broker import EmbeddedBroker, free_port, mosquitto_binary
+from edge.service.embedded_broker import EmbeddedBroker, free_port, mosquitto_binary
 
 __all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
 

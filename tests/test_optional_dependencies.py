@@ -83,7 +83,7 @@ def test_the_table_names_distributions_the_extras_really_list() -> None:
 
 
 COMMANDS = {
-    "edge.cli": {"inspect", "run", "check", "watch"},
+    "edge.cli.commands": {"inspect", "run", "check", "watch"},
     "converters.cli": {"export", "verify", "inspect", "benchmark"},
     "trainer.cli": {"fit", "evaluate", "compare", "groups", "split", "import-weights"},
 }
@@ -148,7 +148,8 @@ def test_edge_watch_and_inspect_name_the_edge_extra(bundle: Path) -> None:
     line = _one_line_error(_run(("paho",), "edge.cli", "watch", "--broker", "mqtt://127.0.0.1:1"))
     assert line.startswith("edge: error: edge watch needs paho-mqtt")
     _names_extra(line, "paho-mqtt", "paho", "edge")
-    # edge.runtime's own error (after trying ai-edge-litert, then tflite-runtime) reads the same.
+    # edge.model.runtime's own error (after trying ai-edge-litert, then tflite-runtime) reads
+    # the same.
     blocked = ("ai_edge_litert", "tflite_runtime")
     line = _one_line_error(_run(blocked, "edge.cli", "inspect", str(bundle)))
     assert line.startswith("edge: error: edge inspect needs ai-edge-litert")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.cli_support import add_command, new_parser, run_cli
+from edge.cli.support import add_command, new_parser, run_cli
 from trainer.distribute import STRATEGIES
 from trainer.dwell import FORMS, DwellConfig
 from trainer.layouts import LAYOUTS, TASKS
@@ -203,7 +203,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--color-jitter", type=float, default=0.0, help="stain robustness strength (0: off)"
     )
-    pre = p.add_argument_group("preprocessing (edge.preprocessing; the device runs the same)")
+    pre = p.add_argument_group(
+        "preprocessing (edge.vision.preprocessing; the device runs the same)"
+    )
     pre.add_argument(
         "--colour-normalisation",
         choices=("none", "reinhard"),

@@ -13,9 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.image_io import read_image
-from edge.preprocessing import ColourNormalisation, normalise_colour
-from edge.softmax_regression import LinearHead, balanced_class_weights, fit_softmax_regression
+from edge.contracts.preprocess_spec import ColourNormalisation
+from edge.model.softmax_regression import LinearHead, balanced_class_weights, fit_softmax_regression
+from edge.vision.image_io import read_image
+from edge.vision.preprocessing import normalise_colour
 
 BINS = 16
 

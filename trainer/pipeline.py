@@ -1,6 +1,6 @@
 """The tf.data input pipeline: edge's preprocessing, caching, shuffling, augmentation, prefetch.
 
-Each image goes through `edge.preprocessing.preprocess` (the one implementation the device
+Each image goes through `edge.vision.preprocessing.preprocess` (the one implementation the device
 runs too) inside ``tf.numpy_function``; the result is cached (in memory or in a file) so the
 slow OpenCV steps run once per run, not once per epoch. Augmentation runs after the cache on
 the 0..255 float tensors, so every epoch sees new variants.
@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.image_io import read_image
-from edge.preprocessing import PreprocessSpec, preprocess
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.vision.image_io import read_image
+from edge.vision.preprocessing import preprocess
 
 # Above this, an in-memory cache of float32 inputs would crowd a workstation's RAM.
 MEMORY_CACHE_LIMIT = 2 * 1024**3

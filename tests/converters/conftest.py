@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.image_io import list_images, read_image
-from edge.preprocessing import PreprocessSpec, preprocess
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.vision.image_io import list_images, read_image
+from edge.vision.preprocessing import preprocess
 
 SPEC = PreprocessSpec(height=32, width=32)
 LABELS = ["RBC", "WBC"]

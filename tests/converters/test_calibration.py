@@ -11,7 +11,7 @@ from converters.calibration import from_folder, from_training_run, input_coverag
 from converters.errors import CalibrationError
 from converters.image_sets import LabelledFile, class_mixed, per_class, scan_folder
 from converters.run_files import read_training_run
-from edge.runtime import TensorInfo
+from edge.model.runtime import TensorInfo
 from tests.converters.conftest import write_run
 
 
@@ -81,8 +81,9 @@ def test_representative_dataset_is_edges_preprocessing_of_each_file(cells_dir: P
     import numpy as np
 
     from converters import calibration
-    from edge.image_io import read_image
-    from edge.preprocessing import PreprocessSpec, preprocess
+    from edge.contracts.preprocess_spec import PreprocessSpec
+    from edge.vision.image_io import read_image
+    from edge.vision.preprocessing import preprocess
 
     assert calibration.preprocess is preprocess  # the device's code, not a copy
     spec = PreprocessSpec(height=32, width=32, contrast="clahe")

@@ -151,7 +151,7 @@ def test_conversion_uses_a_static_batch_so_reshapes_fold() -> None:
     import numpy as np
 
     from converters.conversion import convert
-    from edge.runtime import LiteRTModel
+    from edge.model.runtime import LiteRTModel
 
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, padding="same")(inputs)

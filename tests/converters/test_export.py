@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from converters.cli import main
-from edge.bundle import load_bundle, read_head
-from edge.golden import check_golden
+from edge.model.bundle import load_bundle
+from edge.model.golden import check_golden
+from edge.model.heads import read_head
 from tests.converters.conftest import LABELS, SPEC
 
 pytestmark = pytest.mark.slow  # trains and converts a real model (session fixtures, ~20 s)
@@ -71,7 +72,7 @@ def test_int8_io_type_int8(trained_run: Path, tmp_path: Path, real_images, keras
 def test_manifest_records_provenance_calibration_and_golden(
     bundles: dict[str, Path], trained_run: Path
 ) -> None:
-    from edge.bundle import sha256_file
+    from edge.contracts.manifest import sha256_file
 
     m = load_bundle(bundles["int8"]).manifest
     assert m.labels == LABELS and m.spec() == SPEC and m.form == "classifier"

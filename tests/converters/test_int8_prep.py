@@ -97,7 +97,7 @@ def test_export_without_preparation_converts_the_model_as_trained(
     trained_run: Path, tmp_path: Path, real_images, keras_probs
 ) -> None:  # type: ignore[no-untyped-def]
     from converters.cli import main
-    from edge.bundle import load_bundle
+    from edge.model.bundle import load_bundle
 
     out = tmp_path / "plain"
     args = ["export", str(trained_run / "model.keras"), "--out", str(out), "--no-bias-correction"]

@@ -20,9 +20,10 @@ import pytest
 
 from converters.cli import main
 from converters.tf_env import keras, keras_predict
-from edge.bundle import load_bundle
-from edge.image_io import list_images, read_image
-from edge.preprocessing import PreprocessSpec, preprocess
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.model.bundle import load_bundle
+from edge.vision.image_io import list_images, read_image
+from edge.vision.preprocessing import preprocess
 from trainer.phases import leaf_layers
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]  # ~45 s: two real Lite0 int8 conversions

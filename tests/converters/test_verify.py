@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from converters.cli import main
-from edge.bundle import load_bundle, read_manifest, write_manifest
-from edge.golden import GoldenMismatchError, require_golden
+from edge.contracts.manifest import read_manifest, write_manifest
+from edge.model.bundle import load_bundle
+from edge.model.golden import GoldenMismatchError, require_golden
 
 pytestmark = pytest.mark.slow  # uses the trained model and real conversions (session fixtures)
 

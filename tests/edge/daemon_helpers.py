@@ -18,8 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.bundle import write_bundle
-from edge.preprocessing import PreprocessSpec
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.model.bundle_writer import write_bundle
 from tests.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.image_io import list_images, read_image
+from edge.vision.image_io import list_images, read_image
 
 
 def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> Path:

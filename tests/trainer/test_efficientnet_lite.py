@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from edge.cli_support import new_parser, run_cli
+from edge.cli.support import new_parser, run_cli
 from edge.errors import BlastscopeError
-from edge.image_io import list_images, read_image
+from edge.vision.image_io import list_images, read_image
 from tests.trainer.lite_reference_torch import LiteReference
 from trainer.lite_weights import (
     assign_state_dict,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.preprocessing import PreprocessSpec
+from edge.contracts.preprocess_spec import PreprocessSpec
 from tests.trainer.conftest import reencoded, write_image
 from trainer.cli import main
 from trainer.dwell import DwellConfig, DwellState

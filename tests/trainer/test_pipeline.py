@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import edge.preprocessing
-from edge.image_io import list_images, read_image
-from edge.preprocessing import PreprocessSpec
+import edge.vision.preprocessing
+from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.vision.image_io import list_images, read_image
 from trainer import pipeline
 from trainer.pipeline import AugmentConfig, build_augmenter, cache_target, class_weights
 
@@ -31,9 +31,9 @@ def _epoch(ds: Any) -> tuple[np.ndarray, np.ndarray]:
 def test_images_are_edges_preprocessing_bit_for_bit(
     files: tuple[list[Path], list[int]], tmp_path: Path
 ) -> None:
-    assert pipeline.preprocess is edge.preprocessing.preprocess  # the one implementation
+    assert pipeline.preprocess is edge.vision.preprocessing.preprocess  # the one implementation
     paths, labels = files
-    want = np.stack([edge.preprocessing.preprocess(read_image(p), SPEC) for p in paths])
+    want = np.stack([edge.vision.preprocessing.preprocess(read_image(p), SPEC) for p in paths])
     for cache in ("", str(tmp_path / "cache"), None):
         ds = pipeline.make_dataset(paths, labels, SPEC, 4, training=False, cache=cache)
         assert "Prefetch" in type(ds).__name__
@@ -67,7 +67,7 @@ def test_the_cache_runs_preprocessing_once_per_image(
 
 def test_training_batches_are_augmented_in_range(files: tuple[list[Path], list[int]]) -> None:
     paths, labels = files
-    plain = np.stack([edge.preprocessing.preprocess(read_image(p), SPEC) for p in paths])
+    plain = np.stack([edge.vision.preprocessing.preprocess(read_image(p), SPEC) for p in paths])
     aug = AugmentConfig(flip=True, rotation=0.1, zoom=0.1, color_jitter=0.2)
     ds = pipeline.make_dataset(paths, labels, SPEC, 6, training=True, seed=1, augment=aug)
     x, y = _epoch(ds)

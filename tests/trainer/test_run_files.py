@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.preprocessing import PreprocessSpec
+from edge.contracts.preprocess_spec import PreprocessSpec
 from trainer.errors import RunFileError
 from trainer.run_files import (
     TRAINING_KEYS,

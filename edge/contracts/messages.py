@@ -1,0 +1,175 @@
+"""The MQTT contract: topic names and the JSON payloads a lab dashboard codes against.
+
+Topics, under a configurable prefix and the device id:
+
+- ``<prefix>/<device>/result`` — one message per classified frame (kind ``frame``), per cell
+  (kind ``cell``, field mode) or per frame that could not be classified (kind ``error``);
+  QoS 1, from the durable outbox, ``seq`` strictly increasing per device, ``message_id``
+  stable across replays.
+- ``<prefix>/<device>/status`` — retained device state: ``online`` / ``offline`` (last will) /
+  ``stopped`` (a clean exit) / ``failed`` (a fatal error, with its reason), with the current
+  warnings (unverified bundle, source retrying, outbox full, disk full, refused results...).
+- ``<prefix>/<device>/health`` — periodic counters, queue depths and latency percentiles.
+
+The JSON Schemas in edge/schemas/ are the reference; tests validate real messages against them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+KINDS = ("result", "status", "health")
+Kind = Literal["result", "status", "health"]
+
+
+def topic(prefix: str, device: str, kind: Kind) -> str:
+    return f"{prefix}/{device}/{kind}"
+
+
+def utc_iso(ts: float | None = None) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2025-01-31T12:00:00.123Z."""
+    when = dt.datetime.now(dt.UTC) if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def model_info(manifest: Any, preprocessing_sha256: str) -> dict[str, Any]:
+    """Provenance carried by every result: which model, which preprocessing, verified or not."""
+    return {
+        "name": manifest.name,
+        "sha256": manifest.model_sha256,
+        "quantization": manifest.quantization,
+        "verification": manifest.verification.status,
+        "preprocessing_sha256": preprocessing_sha256,
+    }
+
+
+def frame_info(
+    frame_id: str, origin: str, captured_at: float, size: tuple[int, int] | None
+) -> dict[str, Any]:
+    info: dict[str, Any] = {"id": frame_id, "origin": origin, "captured_at": utc_iso(captured_at)}
+    if size is not None:
+        info["height"], info["width"] = size
+    return info
+
+
+def result_body(
+    *,
+    device: str,
+    frame: dict[str, Any],
+    labels: list[str],
+    probabilities: list[float],
+    model: dict[str, Any],
+    camera: dict[str, Any] | None,
+    timing_ms: dict[str, float],
+    warnings: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
+    """A classified frame, without seq/message_id (the outbox assigns them at insert)."""
+    best = max(range(len(labels)), key=lambda i: probabilities[i])
+    return _with_warnings(
+        warnings,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "frame",
+            "device": device,
+            "frame": frame,
+            "classified_at": utc_iso(),
+            "label": labels[best],
+            "score": round(float(probabilities[best]), 6),
+            "probabilities": {
+                k: round(float(p), 6) for k, p in zip(labels, probabilities, strict=True)
+            },
+            "model": model,
+            "camera": camera,
+            "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
+        },
+    )
+
+
+def error_body(
+    *,
+    device: str,
+    frame: dict[str, Any],
+    stage: str,
+    reason: str,
+    model: dict[str, Any],
+    warnings: Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
+    """A frame that could not be classified (unreadable file, bad image): reported, not lost."""
+    return _with_warnings(
+        warnings,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "error",
+            "device": device,
+            "frame": frame,
+            "classified_at": utc_iso(),
+            "error": {"stage": stage, "reason": reason},
+            "model": model,
+        },
+    )
+
+
+def _with_warnings(warnings: Sequence[dict[str, str]], body: dict[str, Any]) -> dict[str, Any]:
+    if warnings:
+        body["warnings"] = [dict(w) for w in warnings]
+    return body
+
+
+def with_identity(body: dict[str, Any], seq: int, message_id: str) -> bytes:
+    """The final result payload: the body plus the outbox's seq and message id."""
+    return encode({"message_id": message_id, "seq": seq, **body})
+
+
+def status_payload(
+    *,
+    device: str,
+    state: Literal["online", "offline", "stopped", "failed"],
+    client_id: str,
+    reason: str | None = None,
+    warnings: list[dict[str, Any]] | None = None,
+    model: dict[str, Any] | None = None,
+    software: str = "",
+) -> bytes:
+    payload: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "device": device,
+        "state": state,
+        "at": utc_iso(),
+        "client_id": client_id,
+        "warnings": warnings or [],
+    }
+    if reason:
+        payload["reason"] = reason
+    if model is not None:
+        payload["model"] = model
+    if software:
+        payload["software"] = software
+    return encode(payload)
+
+
+@cache
+def load_schema(kind: Kind) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one message kind, shipped as package data."""
+    text = resources.files("edge.contracts").joinpath("schemas", f"{kind}.schema.json").read_text()
+    return dict(json.loads(text))
+
+
+def validate_payload(kind: Kind, payload: bytes | dict[str, Any]) -> dict[str, Any]:
+    """Parse and validate a payload; raise jsonschema.ValidationError if it breaks the contract."""
+    import jsonschema
+
+    data = json.loads(payload) if isinstance(payload, bytes | str) else payload
+    jsonschema.Draft202012Validator(
+        load_schema(kind), format_checker=jsonschema.FormatChecker()
+    ).validate(data)
+    return dict(data)

@@ -1,0 +1,1 @@
+"""The statistics the device reports and the acceptance gate it applies (numpy only)."""
