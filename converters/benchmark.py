@@ -19,8 +19,7 @@ import numpy as np
 
 from converters.errors import ConverterError
 from converters.progress import progress
-from edge.model.bundle import load_bundle
-from edge.model.runtime import LiteRTModel
+from edge.model import LiteRTModel, load_bundle
 
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5

@@ -18,10 +18,9 @@ from converters.errors import CalibrationError
 from converters.image_sets import LabelledFile, class_mixed, per_class, scan_folder
 from converters.progress import progress
 from converters.run_files import TrainingRun
-from edge.contracts.preprocess_spec import PreprocessSpec
-from edge.model.runtime import TensorInfo
-from edge.vision.image_io import read_image
-from edge.vision.preprocessing import preprocess
+from edge.contracts import PreprocessSpec
+from edge.model import TensorInfo
+from edge.vision import preprocess, read_image
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from converters import calibration, golden_set
 from converters.benchmark import DEFAULT_RUNS, DEFAULT_WARMUP, default_threads
 from converters.conversion import QUANTIZATIONS
 from converters.errors import ConverterError
-from edge.cli.support import add_command, new_parser, run_cli
+from edge.cli import add_command, new_parser, run_cli
 
 
 def _labels(text: str) -> list[str]:

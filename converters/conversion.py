@@ -1,4 +1,8 @@
-"""Keras -> LiteRT flatbuffer for each quantisation, and the backbone/head split.
+"""Keras -> LiteRT flatbuffer for each quantisation, and where the graph ends.
+
+The graph never ends in a softmax: the bundle's float head applies it (with a temperature
+that can change after export), so the classifier form is cut at the logits (`logits_model`)
+and the fine-tunable form at the embeddings (`split_backbone_head`).
 
 float32: plain conversion. float16: weights stored as float16, dequantised at load.
 dynamic: int8 weights, float activations quantised on the fly (no calibration; on x86 often the
@@ -15,7 +19,7 @@ import numpy as np
 
 from converters.errors import ConverterError, ModelFileError
 from converters.tf_env import keras, silenced, tensorflow
-from edge.contracts.manifest import Quantization
+from edge.contracts import Quantization
 from edge.errors import BlastscopeError
 
 QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
@@ -84,6 +88,35 @@ def with_batch_of_one(model: Any) -> Any:
     return k.Model(inputs, model(inputs), name=model.name)
 
 
+def _activation(layer: Any) -> str:
+    return str(getattr(layer.activation, "__name__", layer.activation))
+
+
+def logits_model(model: Any) -> Any:
+    """The same classifier (same weights) ending at its logits: the final softmax stripped.
+
+    A trainer classifier ends in Dense(softmax) "head": it is rebuilt as a linear Dense
+    "logits" with the same kernel and bias, on the same input. A model ending in a Softmax
+    (or Activation("softmax")) layer is cut before it.
+    """
+    k = keras()
+    last = model.layers[-1]
+    if isinstance(last, k.layers.Dense) and _activation(last) == "softmax":
+        dense = k.layers.Dense(last.units, use_bias=last.use_bias, name="logits")
+        outputs = dense(last.input)
+        dense.set_weights(last.get_weights())
+        return k.Model(model.input, outputs, name=f"{model.name}_logits")
+    if isinstance(last, k.layers.Softmax) or (
+        isinstance(last, k.layers.Activation) and _activation(last) == "softmax"
+    ):
+        return k.Model(model.input, last.input, name=f"{model.name}_logits")
+    raise ModelFileError(
+        f"model {model.name!r} ends in {type(last).__name__} {last.name!r}, not a softmax; "
+        "--form classifier exports the logits before it (the bundle's head applies the "
+        "softmax): end the model in a softmax Dense or a Softmax layer"
+    )
+
+
 def split_backbone_head(model: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """(backbone image -> embedding, head kernel (D, N), head bias (N,)) of a trainer classifier.
 
@@ -103,7 +136,7 @@ def split_backbone_head(model: Any) -> tuple[Any, np.ndarray, np.ndarray]:
         ) from None
     if not isinstance(head, k.layers.Dense):
         raise ModelFileError(f"layer '{HEAD_LAYER}' is a {type(head).__name__}, not Dense")
-    activation = getattr(head.activation, "__name__", str(head.activation))
+    activation = _activation(head)
     if activation != "softmax":
         raise ModelFileError(
             f"layer '{HEAD_LAYER}' has activation {activation!r}; the bundle applies softmax to "

@@ -1,9 +1,12 @@
 """`converters export`: a trained Keras classifier -> a LiteRT model bundle edge can load.
 
-Labels and preprocessing come from the trainer's training.json beside the model (or flags);
-int8 calibration images from the run's TRAIN split (or --calibration DIR). The bundle carries a
-golden set with the float model's outputs and full provenance, and starts out unverified:
-`converters verify` is the gate that marks it passed.
+The graph ends at logits (--form classifier) or embeddings (--form backbone_head); the
+bundle's head (the softmax, and the latter's dense layer) is float post-processing: version 1,
+temperature 1, changed later without a re-export (edge.model.heads). Labels and preprocessing
+come from the trainer's training.json beside the model (or flags); int8 calibration images from
+the run's TRAIN split (or --calibration DIR). The bundle carries a golden set with the float
+model's outputs and full provenance, and starts out unverified: `converters verify` is the gate
+that marks it passed.
 """
 
 from __future__ import annotations
@@ -18,18 +21,28 @@ from typing import Any, Literal
 
 from converters import calibration, golden_set
 from converters.calibration import DEFAULT_COUNT, DEFAULT_SEED, CalibrationSet
-from converters.conversion import QUANTIZATIONS, IoType, convert, split_backbone_head
+from converters.conversion import (
+    QUANTIZATIONS,
+    IoType,
+    convert,
+    logits_model,
+    split_backbone_head,
+)
 from converters.errors import CalibrationError, ConverterError, ModelFileError, RunFilesError
 from converters.image_sets import LabelledFile, class_mixed, scan_folder
 from converters.int8_prep import Int8Prep, prepare_for_int8
 from converters.progress import stage
 from converters.run_files import TrainingRun, read_training_run
 from converters.tf_env import load_keras_model, tensorflow
-from edge.contracts.manifest import MANIFEST_FILE, Provenance, sha256_file
-from edge.contracts.preprocess_spec import PreprocessError, PreprocessSpec
-from edge.model.bundle import Bundle, input_shape_problem, load_bundle
-from edge.model.bundle_writer import write_bundle
-from edge.model.golden import GoldenReport, check_golden
+from edge.contracts import MANIFEST_FILE, PreprocessError, PreprocessSpec, Provenance, sha256_file
+from edge.model import (
+    Bundle,
+    GoldenReport,
+    check_golden,
+    input_shape_problem,
+    load_bundle,
+    write_bundle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +267,14 @@ def export(opts: ExportOptions) -> ExportResult:
     warnings: list[str] = []
     images = _image_source(opts, run, warnings)
 
-    target, head = model, None
+    # The graph ends at logits (classifier) or embeddings (backbone_head); the softmax and
+    # the dense layer of the latter are the bundle's float head.
+    head = None
     if opts.form == "backbone_head":
-        backbone, kernel, bias = split_backbone_head(model)
-        target, head = backbone, (kernel, bias)
+        target, kernel, bias = split_backbone_head(model)
+        head = (kernel, bias)
+    else:
+        target = logits_model(model)
     representative = None
     prep: Int8Prep | None = None
     if opts.quantization == "int8":

@@ -1,9 +1,11 @@
-"""The golden set a bundle carries: a few real images and the FLOAT model's outputs for them.
+"""The golden set a bundle carries: a few real images and the FLOAT model's probabilities.
 
-The device re-runs them at start-up (edge.model.golden) and refuses to start if its preprocessing or
-runtime disagrees with training. The tolerance is per quantisation: a correct bundle must pass
-and a broken one fail (measured on the tiny model on BCCD crops: float32 6e-8, float16 1.5e-4,
-dynamic 8e-5, int8 5e-3 max |dp|; int8 calibrated on black images: 0.996).
+The device re-runs them at start-up (edge.model.golden) and refuses to start if its
+preprocessing or runtime disagrees with training: its raw graph outputs against the export's
+(added by edge.model.bundle_writer), and the export's head on them against these
+probabilities. The tolerance is per quantisation: a correct bundle must pass and a broken one
+fail (measured on the tiny model on BCCD crops, graph ending at logits: float32 1e-7, float16
+2.9e-4, dynamic 5.2e-4, int8 1.5e-3 max |dp|; int8 calibrated on black images: 0.996).
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import numpy as np
 
 from converters.image_sets import LabelledFile
 from converters.tf_env import keras_predict
-from edge.contracts.preprocess_spec import PreprocessSpec
-from edge.vision.image_io import read_image
-from edge.vision.preprocessing import preprocess, resize
+from edge.contracts import PreprocessSpec
+from edge.vision import preprocess, read_image, resize
 
 DEFAULT_COUNT = 6
 # Max |dp| per image allowed between the device and the float Keras model: a sanity bound that
 # a broken quantisation fails (black-image calibration: 0.996), while exact parity with the
-# export is checked separately (edge.contracts.manifest.PARITY_ATOL). For int8 it must clear
+# export is checked separately (edge.model.golden.parity_atol). For int8 it must clear
 # the worst image of a healthy model: EfficientNet-Lite0 int8 on 649 Taleqani test images had
 # mean |dp| 0.017 but max 0.43 (one image near a decision boundary), and 0.17 on BCCD demo
 # frames.

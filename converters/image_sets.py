@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.errors import CalibrationError
-from edge.vision.image_io import list_images, list_subfolders
+from edge.vision import list_images, list_subfolders
 
 UNLABELLED = "(unlabelled)"
 

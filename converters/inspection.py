@@ -1,4 +1,4 @@
-"""`converters inspect`: what a bundle is: manifest, tensors, quantisation, ops, size.
+"""`converters inspect`: what a bundle is: manifest, tensors, quantisation, head, ops, size.
 
 Uses only edge and the LiteRT runtime (no TensorFlow), so it also works on a device.
 """
@@ -9,9 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edge.model.bundle import load_bundle
-from edge.model.golden import check_golden
-from edge.model.runtime import TensorInfo, interpreter_class
+from edge.model import TensorInfo, check_golden, interpreter_class, load_bundle
 
 
 def graph_details(model_path: Path) -> dict[str, Any]:
@@ -56,9 +54,17 @@ def describe(bundle_dir: Path) -> dict[str, Any]:
         },
         "graph": graph_details(model_path),
         "size_bytes": {"model": model_path.stat().st_size, "bundle": _size(bundle.path)},
+        "head": bundle.manifest.head.describe(bundle.model.output.shape[-1], len(bundle.labels)),
         "golden": None
         if golden is None
-        else {"passed": golden.passed, "max_abs_dp": golden.max_abs_dp, "atol": golden.atol},
+        else {
+            "passed": golden.passed,
+            "max_abs_dp": golden.max_abs_dp,
+            "atol": golden.atol,
+            "parity_on": golden.parity_on,
+            "parity": golden.parity_dp,
+            "parity_atol": golden.parity_atol,
+        },
     }
 
 
@@ -96,12 +102,7 @@ def render(info: dict[str, Any]) -> str:
         f"input        {_tensor_line(info['tensors']['input'])}  range {m['input_range']}",
         f"output       {_tensor_line(info['tensors']['output'])}",
     ]
-    if m.get("head"):
-        h = m["head"]
-        lines.append(
-            f"head         {h['file']}: embedding {h['embedding_dim']} -> {len(m['labels'])}, "
-            f"version {h['version']}, sha256 {h['sha256'][:12]}"
-        )
+    lines.append(f"head         {info['head']}")
     lines += [
         f"preprocess   {m['preprocessing']}",
         "ops          " + ", ".join(f"{k} x{v}" for k, v in graph["ops"].items()),
@@ -121,9 +122,14 @@ def render(info: dict[str, Any]) -> str:
         )
     if info["golden"] is not None:
         g = info["golden"]
+        parity = ""
+        if g["parity"] is not None:
+            tol = "none" if g["parity_atol"] is None else f"{g['parity_atol']:.4g}"
+            parity = f"parity ({g['parity_on']}) {g['parity']:.4g} (tolerance {tol}), "
         lines.append(
-            f"golden       {m['golden']['count']} images, max |dp| {g['max_abs_dp']:.4g} "
-            f"(tolerance {g['atol']}): {'passes' if g['passed'] else 'FAILS'}"
+            f"golden       {m['golden']['count']} images, {parity}vs float max |dp| "
+            f"{g['max_abs_dp']:.4g} (tolerance {g['atol']}): "
+            f"{'passes' if g['passed'] else 'FAILS'}"
         )
     verdict = ver["status"]
     if ver.get("agreement") is not None:

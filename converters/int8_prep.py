@@ -16,7 +16,6 @@ Both return a new model; the caller's model, the float reference, is never chang
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from converters.progress import progress
 from converters.tf_env import keras
-from trainer.phases import leaf_layers
+from trainer.graph import containers, copy_model, leaf_layers
 
 BATCH = 50
 
@@ -44,21 +43,6 @@ class Int8Prep:
             if self.corrected_layers
             else None,
         }
-
-
-def containers(model: Any) -> Iterator[Any]:
-    """`model` and every functional model nested in it."""
-    yield model
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from containers(layer)
-
-
-def copy_model(model: Any, config: dict[str, Any] | None = None) -> Any:
-    """An independent model with the same weights, built from `config` (default: the model's)."""
-    clone = model.__class__.from_config(config if config is not None else model.get_config())
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def _producer(layer: Any) -> Any:

@@ -1,10 +1,11 @@
 """`converters verify`: the acceptance gate between a (quantised) bundle and its float original.
 
-Both run on the same labelled images through the same edge preprocessing. The gate passes when
-top-1 agreement is at least `min_agreement`, no class's recall drops by more than
-`max_recall_drop`, max |dp| is within `max_abs_dp` if one is set, and the bundle passes its own
-golden self-test (else the device would refuse it anyway). The result is written into the
-bundle's manifest; a bundle that never passed stays "unverified".
+Both run on the same labelled images through the same edge preprocessing. The gate is
+edge.stats.gate, the one the device applies to a new head: it passes when top-1 agreement is
+at least `min_agreement` and no class's recall drops by more than `max_recall_drop`. Here two
+checks are added: max |dp| within `max_abs_dp` if one is set, and the bundle's own golden
+self-test (else the device would refuse it anyway). The result is written into the bundle's
+manifest; a bundle that never passed stays "unverified".
 
 |dp| per image is the largest absolute difference over classes between the two probability
 vectors; the report gives its max and mean over images.
@@ -23,18 +24,10 @@ import numpy as np
 from converters.errors import ConverterError, GateFailedError
 from converters.image_sets import LabelledFile, per_class, scan_folder
 from converters.progress import progress, stage
-from edge.contracts.manifest import (
-    BundleError,
-    Verification,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
-from edge.model.bundle import Bundle, load_bundle
-from edge.model.golden import GoldenReport, check_golden
-from edge.vision.image_io import read_image
-from edge.vision.preprocessing import preprocess
-from trainer.metrics import confusion_matrix, per_class_from_cm, wilson_interval
+from edge.contracts import BundleError, Verification, read_manifest, sha256_file, write_manifest
+from edge.model import Bundle, GoldenReport, check_golden, load_bundle
+from edge.stats import ClassRecall, GateThresholds, acceptance_gate
+from edge.vision import preprocess, read_image
 
 BATCH = 32
 
@@ -45,8 +38,19 @@ class Thresholds:
     max_recall_drop: float = 0.01  # largest allowed fall in any class's recall (0.01 = 1 point)
     max_abs_dp: float | None = None  # optional bound on max |dp|
 
+    def __post_init__(self) -> None:
+        self.gate()  # a bad threshold fails here, before any image is read
+
     def to_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def gate(self) -> GateThresholds:
+        """The checks edge.stats.gate makes; max_abs_dp is this module's own."""
+        return GateThresholds(
+            min_agreement=self.min_agreement,
+            max_recall_drop=self.max_recall_drop,
+            max_accuracy_drop=None,
+        )
 
 
 class Reference(Protocol):
@@ -127,20 +131,6 @@ def resolve_reference(bundle: Bundle, reference: Path | None) -> Reference:
 
 
 @dataclass
-class ClassResult:
-    label: str
-    n: int
-    recall: float | None
-    reference_recall: float | None
-
-    @property
-    def delta(self) -> float | None:
-        if self.recall is None or self.reference_recall is None:
-            return None
-        return self.recall - self.reference_recall
-
-
-@dataclass
 class VerifyReport:
     bundle: str
     quantization: str
@@ -154,7 +144,7 @@ class VerifyReport:
     accuracy_ci: tuple[float, float]
     reference_accuracy: float
     reference_accuracy_ci: tuple[float, float]
-    per_class: list[ClassResult]
+    per_class: list[ClassRecall]
     max_abs_dp: float
     mean_abs_dp: float
     thresholds: Thresholds
@@ -240,13 +230,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _recalls(y: np.ndarray, pred: np.ndarray, n_classes: int) -> list[float | None]:
-    """Each class's recall; None for a class with no image (where trainer.metrics says 0)."""
-    cm = confusion_matrix(y, pred, n_classes)
-    recall = per_class_from_cm(cm)["recall"]
-    return [float(r) if n else None for r, n in zip(recall, cm.sum(axis=1), strict=True)]
-
-
 def summarise(
     labels: Sequence[str],
     y: np.ndarray,
@@ -255,39 +238,22 @@ def summarise(
     thresholds: Thresholds,
 ) -> dict[str, Any]:
     """The gate's numbers and its failures, from true labels and both models' probabilities."""
-    n = len(y)
-    pred, ref = p_bundle.argmax(1), p_reference.argmax(1)
-    correct, ref_correct = int((pred == y).sum()), int((ref == y).sum())
+    verdict = acceptance_gate(
+        p_reference.argmax(1), p_bundle.argmax(1), labels, thresholds.gate(), y_true=y
+    )
     dp = np.abs(p_bundle - p_reference).max(axis=1)
-    recall, ref_recall = _recalls(y, pred, len(labels)), _recalls(y, ref, len(labels))
-    per_class = [
-        ClassResult(label, int((y == c).sum()), recall[c], ref_recall[c])
-        for c, label in enumerate(labels)
-    ]
-    agreement = float(np.mean(pred == ref))
-    failures = []
-    if agreement < thresholds.min_agreement:
-        failures.append(
-            f"top-1 agreement {100 * agreement:.1f}% < {100 * thresholds.min_agreement:.1f}%"
-        )
-    for c in per_class:
-        # A tiny epsilon so a drop of exactly the threshold (e.g. 1 of 100) is not a failure.
-        if c.delta is not None and -c.delta > thresholds.max_recall_drop + 1e-9:
-            failures.append(
-                f"recall of {c.label} down {-100 * c.delta:.1f} points "
-                f"(> {100 * thresholds.max_recall_drop:.1f})"
-            )
+    failures = verdict.messages()
     max_dp = float(dp.max())
     if thresholds.max_abs_dp is not None and max_dp > thresholds.max_abs_dp:
         failures.append(f"max |dp| {max_dp:.4f} > {thresholds.max_abs_dp}")
     return {
-        "n_images": n,
-        "agreement": agreement,
-        "accuracy": correct / n,
-        "accuracy_ci": wilson_interval(correct, n),
-        "reference_accuracy": ref_correct / n,
-        "reference_accuracy_ci": wilson_interval(ref_correct, n),
-        "per_class": per_class,
+        "n_images": verdict.n,
+        "agreement": verdict.agreement,
+        "accuracy": verdict.accuracy,
+        "accuracy_ci": verdict.accuracy_ci,
+        "reference_accuracy": verdict.reference_accuracy,
+        "reference_accuracy_ci": verdict.reference_accuracy_ci,
+        "per_class": list(verdict.per_class),
         "max_abs_dp": max_dp,
         "mean_abs_dp": float(dp.mean()),
         "failures": failures,
@@ -398,7 +364,9 @@ def record_verification(bundle_dir: Path, model_sha256: str, report: VerifyRepor
     details["model_sha256"] = model_sha256
     manifest.verification = Verification(
         status="passed" if report.passed else "failed",
-        digest=manifest.answer_digest(),  # the verdict holds for exactly these answers
+        # The verdict is about the graph (int8 vs float): it survives a new head version or
+        # temperature, not a changed model, tensors, preprocessing, labels or golden set.
+        digest=manifest.graph_digest(),
         at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         data=report.data,
         reference=report.reference,

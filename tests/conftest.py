@@ -51,7 +51,20 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def tiny_tflite() -> bytes:
-    """A real (untrained) tiny Keras classifier at 32x32 converted to float32 LiteRT."""
+    """A real (untrained) tiny Keras classifier at 32x32 converted to float32 LiteRT the way
+    converters exports a classifier: the graph ends at the logits (the softmax is the head's)."""
+    import keras
+
+    from converters.conversion import convert, logits_model
+    from trainer.models import create_model
+
+    keras.utils.set_random_seed(0)
+    return convert(logits_model(create_model("tiny", 2).model), "float32")
+
+
+@pytest.fixture(scope="session")
+def softmax_tflite() -> bytes:
+    """The same classifier converted whole, ending in its softmax: a legacy (schema 2) graph."""
     import keras
     import tensorflow as tf
 

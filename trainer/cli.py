@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.cli.support import add_command, new_parser, run_cli
+from edge.cli import add_command, new_parser, run_cli
 from trainer.distribute import STRATEGIES
 from trainer.dwell import FORMS, DwellConfig
 from trainer.layouts import LAYOUTS, TASKS

@@ -13,10 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.contracts.preprocess_spec import ColourNormalisation
-from edge.model.softmax_regression import LinearHead, balanced_class_weights, fit_softmax_regression
-from edge.vision.image_io import read_image
-from edge.vision.preprocessing import normalise_colour
+from edge.contracts import ColourNormalisation
+from edge.model import LinearHead, balanced_class_weights, fit_softmax_regression
+from edge.vision import normalise_colour, read_image
 
 BINS = 16
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.contracts import PreprocessSpec
 from trainer.config import CHECKPOINT_DIR, RUN_CONFIG, FitConfig, FitError
 from trainer.layouts import discover
 from trainer.metrics import classification_report, headline

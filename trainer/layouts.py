@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.vision.image_io import list_images, list_subfolders
+from edge.vision import list_images, list_subfolders
 from trainer.errors import DataError
 
 LAYOUTS = ("auto", "generic", "taleqani", "cnmc", "malaria")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.cli.support import add_command
+from edge.cli import add_command
 from edge.errors import BlastscopeError
 
 DEFAULT_DIR = Path("~/.cache/blastscope/weights")

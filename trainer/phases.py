@@ -16,16 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import FitConfig
+from trainer.graph import leaf_layers
 
 log = logging.getLogger(__name__)
-
-
-def leaf_layers(layer: Any) -> list[Any]:
-    """Every non-container layer in topological order, nested models expanded in place."""
-    subs = getattr(layer, "layers", None)
-    if not subs:
-        return [layer]
-    return [leaf for sub in subs for leaf in leaf_layers(sub)]
 
 
 def set_trainable(base: Any, phase: str, fraction: float, pretrained: bool) -> int:

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.contracts.preprocess_spec import PreprocessSpec
-from edge.vision.image_io import read_image
-from edge.vision.preprocessing import preprocess
+from edge.contracts import PreprocessSpec
+from edge.vision import preprocess, read_image
 
 # Above this, an in-memory cache of float32 inputs would crowd a workstation's RAM.
 MEMORY_CACHE_LIMIT = 2 * 1024**3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.metrics import PER_CLASS
+from edge.stats import PER_CLASS
 from trainer.run_files import REPORT_JSON, REPORT_MD, write_json
 
 REPORT_SCHEMA = 1

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.contracts.preprocess_spec import PreprocessSpec
+from edge.contracts import PreprocessSpec
 from trainer.errors import RunFileError
 from trainer.splits import SPLITS, SplitRecord
 

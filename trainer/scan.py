@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.vision.image_io import ImageReadError, read_image
+from edge.vision import ImageReadError, read_image
 from trainer.layouts import Dataset, Sample
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"labels     {', '.join(m.labels)}")
     print(f"input      {m.input.shape} {m.input.dtype}  range {m.input_range}")
     print(f"output     {m.output.shape} {m.output.dtype}")
+    print(f"head       {m.head.describe(m.output.shape[-1], len(m.labels))}")
     print(f"preprocess {bundle.spec.to_json()}  sha256 {bundle.spec.sha256()[:12]}")
     print(f"model      sha256 {m.model_sha256[:12]}  verification {m.verification.status}")
     report = check_golden(bundle)
@@ -187,6 +188,12 @@ def _watch(args: argparse.Namespace) -> int:
     return watch(cfg, args.device, mode, args.count, args.timeout, session=session)
 
 
+def _source_help() -> str:
+    from edge.service.sources import spec_help  # every kind in edge/service/sources/
+
+    return spec_help()
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """Flags that override the config file; unset flags leave the file's values (no default)."""
     keep = argparse.SUPPRESS
@@ -196,7 +203,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "--source",
         metavar="SPEC",
         default=keep,
-        help="folder:PATH, video:PATH, camera:N or picamera[:N]",
+        help=_source_help(),
     )
     p.add_argument("--watch", action="store_true", default=keep, help="keep watching a folder")
     p.add_argument(

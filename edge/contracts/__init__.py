@@ -5,10 +5,11 @@ Nothing here imports OpenCV, LiteRT or TensorFlow.
 
 from edge.contracts.manifest import (
     MANIFEST_FILE,
-    PARITY_ATOL,
     BundleError,
+    DecisionThresholds,
     GoldenInfo,
     HeadInfo,
+    HeadKind,
     Manifest,
     Provenance,
     Quantization,
@@ -27,12 +28,13 @@ from edge.contracts.preprocess_spec import (
 
 __all__ = [
     "MANIFEST_FILE",
-    "PARITY_ATOL",
     "SCALING_RANGES",
     "BundleError",
     "ColourNormalisation",
+    "DecisionThresholds",
     "GoldenInfo",
     "HeadInfo",
+    "HeadKind",
     "Manifest",
     "PreprocessError",
     "PreprocessSpec",

@@ -11,17 +11,19 @@ Topics, under a configurable prefix and the device id:
   warnings (unverified bundle, source retrying, outbox full, disk full, refused results...).
 - ``<prefix>/<device>/health`` — periodic counters, queue depths and latency percentiles.
 
-The JSON Schemas in edge/schemas/ are the reference; tests validate real messages against them.
+The JSON Schemas in edge/contracts/schemas/ are the reference; tests validate real messages
+against them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
+
+from edge.contracts.results import CellResult, ErrorResult, FrameRef, FrameResult, Result
 
 SCHEMA_VERSION = 1
 KINDS = ("result", "status", "health")
@@ -43,86 +45,76 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 
 def model_info(manifest: Any, preprocessing_sha256: str) -> dict[str, Any]:
-    """Provenance carried by every result: which model, which preprocessing, verified or not."""
+    """Provenance carried by every result: which model and head version, which preprocessing,
+    verified or not."""
     return {
         "name": manifest.name,
         "sha256": manifest.model_sha256,
         "quantization": manifest.quantization,
         "verification": manifest.verification.status,
         "preprocessing_sha256": preprocessing_sha256,
+        "head_version": manifest.head.version,
     }
 
 
-def frame_info(
-    frame_id: str, origin: str, captured_at: float, size: tuple[int, int] | None
-) -> dict[str, Any]:
-    info: dict[str, Any] = {"id": frame_id, "origin": origin, "captured_at": utc_iso(captured_at)}
-    if size is not None:
-        info["height"], info["width"] = size
+def frame_ref(frame: FrameRef) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "id": frame.id,
+        "origin": frame.origin,
+        "captured_at": utc_iso(frame.captured_at),
+    }
+    if frame.width is not None and frame.height is not None:
+        info["height"], info["width"] = frame.height, frame.width
     return info
 
 
-def result_body(
+def result_message(
+    result: Result,
     *,
     device: str,
-    frame: dict[str, Any],
-    labels: list[str],
-    probabilities: list[float],
     model: dict[str, Any],
     camera: dict[str, Any] | None,
-    timing_ms: dict[str, float],
-    warnings: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """A classified frame, without seq/message_id (the outbox assigns them at insert)."""
-    best = max(range(len(labels)), key=lambda i: probabilities[i])
-    return _with_warnings(
-        warnings,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "frame",
-            "device": device,
-            "frame": frame,
-            "classified_at": utc_iso(),
-            "label": labels[best],
-            "score": round(float(probabilities[best]), 6),
-            "probabilities": {
-                k: round(float(p), 6) for k, p in zip(labels, probabilities, strict=True)
+    """A typed result as the JSON body a dashboard receives, without seq and message_id (the
+    outbox assigns them inside the transaction that stores the message)."""
+    body: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": _KIND[type(result)],
+        "device": device,
+        "frame": frame_ref(result.frame),
+        "classified_at": utc_iso(),
+    }
+    if isinstance(result, ErrorResult):
+        body["error"] = {"stage": result.stage, "reason": result.reason}
+        body["model"] = model
+    else:
+        if isinstance(result, CellResult):
+            body["cell"] = {
+                "index": result.index,
+                "bbox": list(result.bbox),
+                "cut_by_edge": result.cut_by_edge,
+            }
+        scores = result.scores
+        body.update(
+            label=scores.label,
+            score=round(scores.score, 6),
+            probabilities={
+                k: round(p, 6) for k, p in zip(scores.labels, scores.probabilities, strict=True)
             },
-            "model": model,
-            "camera": camera,
-            "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
-        },
-    )
-
-
-def error_body(
-    *,
-    device: str,
-    frame: dict[str, Any],
-    stage: str,
-    reason: str,
-    model: dict[str, Any],
-    warnings: Sequence[dict[str, str]] = (),
-) -> dict[str, Any]:
-    """A frame that could not be classified (unreadable file, bad image): reported, not lost."""
-    return _with_warnings(
-        warnings,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "error",
-            "device": device,
-            "frame": frame,
-            "classified_at": utc_iso(),
-            "error": {"stage": stage, "reason": reason},
-            "model": model,
-        },
-    )
-
-
-def _with_warnings(warnings: Sequence[dict[str, str]], body: dict[str, Any]) -> dict[str, Any]:
-    if warnings:
-        body["warnings"] = [dict(w) for w in warnings]
+            decision={
+                "outcome": result.decision.outcome,
+                "reasons": list(result.decision.reasons),
+            },
+            model=model,
+            camera=camera,
+            timing_ms={k: round(v, 3) for k, v in result.timing_ms.items()},
+        )
+    if result.notes:
+        body["warnings"] = [{"code": n.code, "message": n.message} for n in result.notes]
     return body
+
+
+_KIND: dict[type, str] = {FrameResult: "frame", CellResult: "cell", ErrorResult: "error"}
 
 
 def with_identity(body: dict[str, Any], seq: int, message_id: str) -> bytes:

@@ -2,15 +2,18 @@
 
 JSON-serialisable and hashed (its sha256 travels in every result); the implementation that
 follows it is edge.vision.preprocessing, the one the trainer and the device both call. An
-unknown key or value is an error naming the key and the allowed values.
+unknown key or value is an error naming the key and the allowed values: a spec the device
+cannot run exactly (``"macenko"``, ``"no"`` for a switch, ``true`` for a size) is refused, never
+approximated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from edge.errors import BlastscopeError
 
@@ -19,7 +22,7 @@ ResizePolicy = Literal["pad", "center_crop", "stretch"]
 Interpolation = Literal["area", "linear", "cubic", "nearest"]
 Scaling = Literal["none", "unit", "symmetric", "minmax"]
 ColourNormalisation = Literal["none", "reinhard"]
-INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 
 # The value range each scaling emits; the bundle checks it against the model's declared range.
 SCALING_RANGES: dict[str, tuple[float, float]] = {
@@ -32,6 +35,48 @@ SCALING_RANGES: dict[str, tuple[float, float]] = {
 
 class PreprocessError(BlastscopeError):
     """A preprocessing spec or input image that cannot be used."""
+
+
+def _integer(lo: int, hi: int) -> Callable[[Any], bool]:
+    # bool is an int subclass, but `true` for a size is a mistake, not 1.
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _number(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _boolean(v: Any) -> bool:
+    # Only a real boolean: the string "no" is truthy and would switch the step on.
+    return isinstance(v, bool)
+
+
+def _odd_window(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 3 and v % 2 == 1
+
+
+def _choice(alias: Any) -> tuple[Callable[[Any], bool], str]:
+    allowed = get_args(alias)
+    return (lambda v: isinstance(v, str) and v in allowed), "one of " + ", ".join(allowed)
+
+
+# One rule per field: (test, what is expected). A field without a rule makes every spec fail
+# to build (KeyError), so no new field slips in unchecked.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "height": (_integer(8, 4096), "an integer from 8 to 4096"),
+    "width": (_integer(8, 4096), "an integer from 8 to 4096"),
+    "colour_normalisation": _choice(ColourNormalisation),
+    "artefact_mask": (_boolean, "true or false"),
+    "mask_window": (_odd_window, "an odd integer >= 3"),
+    "contrast": _choice(Contrast),
+    "clahe_clip": (_number(0.1, 40.0), "a number from 0.1 to 40"),
+    "clahe_tile": (_integer(1, 64), "an integer from 1 to 64"),
+    "channel_mean_filter": (_boolean, "true or false"),
+    "resize_policy": _choice(ResizePolicy),
+    "interpolation": _choice(Interpolation),
+    "pad_value": (_integer(0, 255), "an integer from 0 to 255"),
+    "scaling": _choice(Scaling),
+}
 
 
 @dataclass(frozen=True)
@@ -53,38 +98,15 @@ class PreprocessSpec:
     scaling: Scaling = "none"
 
     def __post_init__(self) -> None:
-        self._check()
-
-    def _check(self) -> None:
-        def bad(field: str, value: Any, expected: str) -> PreprocessError:
-            return PreprocessError(
-                f"preprocessing.{field}={value!r} is invalid: expected {expected}"
-            )
-
-        for name in ("height", "width"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= 4096:
-                raise bad(name, v, "an integer from 8 to 4096")
-        if (
-            not isinstance(self.mask_window, int)
-            or self.mask_window < 3
-            or self.mask_window % 2 == 0
-        ):
-            raise bad("mask_window", self.mask_window, "an odd integer >= 3")
-        if self.contrast not in ("none", "hist_eq", "clahe"):
-            raise bad("contrast", self.contrast, "one of none, hist_eq, clahe")
-        if not 0.1 <= float(self.clahe_clip) <= 40.0:
-            raise bad("clahe_clip", self.clahe_clip, "a number from 0.1 to 40")
-        if not isinstance(self.clahe_tile, int) or not 1 <= self.clahe_tile <= 64:
-            raise bad("clahe_tile", self.clahe_tile, "an integer from 1 to 64")
-        if self.resize_policy not in ("pad", "center_crop", "stretch"):
-            raise bad("resize_policy", self.resize_policy, "one of pad, center_crop, stretch")
-        if self.interpolation not in INTERPOLATIONS:
-            raise bad("interpolation", self.interpolation, "one of " + ", ".join(INTERPOLATIONS))
-        if not isinstance(self.pad_value, int) or not 0 <= self.pad_value <= 255:
-            raise bad("pad_value", self.pad_value, "an integer from 0 to 255")
-        if self.scaling not in SCALING_RANGES:
-            raise bad("scaling", self.scaling, "one of " + ", ".join(SCALING_RANGES))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            valid, expected = _RULES[f.name]
+            if not valid(value):
+                raise PreprocessError(
+                    f"preprocessing.{f.name}={value!r} is invalid: expected {expected}"
+                )
+        # 2 and 2.0 are the same clip limit: one canonical JSON form, so one sha256.
+        object.__setattr__(self, "clahe_clip", float(self.clahe_clip))
 
     @property
     def size(self) -> tuple[int, int]:

@@ -2,7 +2,11 @@
 
 Loading refuses a mismatch with one line naming what differs: changed model, head or golden
 bytes (sha256), tensors that differ from the manifest, a preprocessing size or value range the
-model does not take, labels that do not match the outputs.
+model does not take, a head that does not fit the graph's output or the labels, a head kind
+the graph contradicts (a softmax at the end of a graph whose head applies one).
+
+Classifying is two steps, `raw` (the graph, dequantised) then `apply_head` (float numpy), so
+the head can change without the graph; `probabilities` does both.
 """
 
 from __future__ import annotations
@@ -18,25 +22,23 @@ from edge.contracts.manifest import (
     Manifest,
     TensorSpecModel,
     read_manifest,
-    sha256_file,
+    verified_file,
 )
 from edge.contracts.preprocess_spec import PreprocessSpec
-from edge.model.heads import read_head
+from edge.model.heads import Head, load_head
 from edge.model.runtime import LiteRTModel, TensorInfo
-from edge.model.softmax_regression import softmax
 from edge.vision.preprocessing import preprocess, preprocess_uint8
 
 
 @dataclass
 class Bundle:
-    """A validated bundle, with its interpreter open and ready to classify."""
+    """A validated bundle, with its interpreter open and its head loaded."""
 
     path: Path
     manifest: Manifest
     spec: PreprocessSpec
     model: LiteRTModel
-    head_kernel: np.ndarray | None = None
-    head_bias: np.ndarray | None = None
+    head: Head
 
     @property
     def labels(self) -> list[str]:
@@ -53,25 +55,26 @@ class Bundle:
             return preprocess_uint8(image, self.spec)
         return preprocess(image, self.spec)
 
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """A preprocessed image -> the graph's dequantised output: logits, embeddings, or (a
+        softmax_in_graph bundle) probabilities. What the golden parity check compares."""
+        return self.model.run_one(x)
+
+    def apply_head(self, raw: np.ndarray) -> np.ndarray:
+        """Raw graph output(s) (..., D) -> class probabilities (..., C), temperature applied."""
+        return self.head.apply(raw)
+
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """A preprocessed HxWx3 float image -> class probabilities (temperature applied)."""
-        out = self.model.run_one(x)
-        t = np.float32(self.manifest.temperature)
-        if self.manifest.form == "backbone_head":
-            assert self.head_kernel is not None and self.head_bias is not None
-            return softmax((out @ self.head_kernel + self.head_bias) / t)
-        if t == 1.0:
-            return out.astype(np.float32)
-        # Temperature on a softmax output: p ∝ exp(log p / T).
-        return softmax(np.log(np.clip(out, 1e-12, 1.0)) / t).astype(np.float32)
+        """A preprocessed image -> class probabilities: the graph, then the head."""
+        return self.apply_head(self.raw(x))
 
     def embeddings(self, x: np.ndarray) -> np.ndarray:
-        """The backbone's embedding of a preprocessed image (fine-tunable bundles only)."""
-        if self.manifest.form != "backbone_head":
+        """The backbone's embedding of a preprocessed image (dense-head bundles only)."""
+        if self.head.kind != "dense":
             raise BundleError(
                 f"{self.path}: form {self.manifest.form!r} has no separate embeddings"
             )
-        return self.model.run_one(x)
+        return self.raw(x)
 
 
 def _check_tensor(root: Path, which: str, declared: TensorSpecModel, actual: TensorInfo) -> None:
@@ -87,17 +90,17 @@ def _check_tensor(root: Path, which: str, declared: TensorSpecModel, actual: Ten
         )
 
 
-def _verify_file(root: Path, name: str, expected_sha: str, what: str) -> Path:
-    path = root / name
-    if not path.is_file():
-        raise BundleError(f"{path}: missing; the manifest names it as the {what}")
-    actual = sha256_file(path)
-    if actual != expected_sha:
-        raise BundleError(
-            f"{path}: sha256 {actual[:12]}… differs from the manifest's {expected_sha[:12]}…; "
-            "the file was changed or replaced: re-export the bundle"
+def graph_kind_problem(model: LiteRTModel, kind: str) -> str | None:
+    """Why a graph cannot take a head of `kind`: only softmax_in_graph heads follow a SOFTMAX."""
+    ends_in_softmax = model.output_op() == "SOFTMAX"
+    if ends_in_softmax == (kind == "softmax_in_graph"):
+        return None
+    if ends_in_softmax:
+        return (
+            f"the graph ends in a softmax but its head ({kind!r}) applies one too: re-export "
+            "it (converters export strips the final softmax)"
         )
-    return path
+    return "the head is 'softmax_in_graph' but the graph does not end in a softmax"
 
 
 def input_shape_problem(shape: Sequence[int | None], spec: PreprocessSpec) -> str | None:
@@ -119,7 +122,7 @@ def load_bundle(bundle_dir: str | Path, num_threads: int = 2) -> Bundle:
     """Load and validate a bundle; raise BundleError naming the first disagreement."""
     root = Path(bundle_dir)
     manifest = read_manifest(root)
-    model_path = _verify_file(root, manifest.model_file, manifest.model_sha256, "model")
+    model_path = verified_file(root, manifest.model_file, manifest.model_sha256, "model")
     model = LiteRTModel(model_path, num_threads=num_threads)
     _check_tensor(root, "input", manifest.input, model.input)
     _check_tensor(root, "output", manifest.output, model.output)
@@ -132,29 +135,11 @@ def load_bundle(bundle_dir: str | Path, num_threads: int = 2) -> Bundle:
             f"{root}: preprocessing scaling {spec.scaling!r} emits {spec.output_range} but the "
             f"model expects {tuple(manifest.input_range)}: values would be scaled twice or never"
         )
-    out_size = model.output.shape[-1]
-    bundle = Bundle(path=root, manifest=manifest, spec=spec, model=model)
-    if manifest.form == "classifier":
-        if out_size != len(manifest.labels):
-            raise BundleError(
-                f"{root}: {len(manifest.labels)} labels but the model outputs {out_size} classes"
-            )
-    else:
-        if manifest.head is None:
-            raise BundleError(f"{root}: form 'backbone_head' needs a 'head' entry in the manifest")
-        head_path = _verify_file(root, manifest.head.file, manifest.head.sha256, "head")
-        kernel, bias = read_head(head_path)
-        if out_size != manifest.head.embedding_dim or kernel.shape[0] != out_size:
-            raise BundleError(
-                f"{root}: backbone emits {out_size} features but the head takes {kernel.shape[0]} "
-                f"(manifest embedding_dim {manifest.head.embedding_dim})"
-            )
-        if kernel.shape[1] != len(manifest.labels) or bias.shape != (kernel.shape[1],):
-            raise BundleError(
-                f"{root}: {len(manifest.labels)} labels but the head outputs {kernel.shape[1]} "
-                "classes"
-            )
-        bundle.head_kernel, bundle.head_bias = kernel, bias
+    head = load_head(root, manifest.head, manifest.labels)
+    width = model.output.shape[-1]
+    problem = head.problem(width, len(manifest.labels)) or graph_kind_problem(model, head.kind)
+    if problem:
+        raise BundleError(f"{root}: {problem}")
     if manifest.golden is not None:
-        _verify_file(root, manifest.golden.file, manifest.golden.sha256, "golden set")
-    return bundle
+        verified_file(root, manifest.golden.file, manifest.golden.sha256, "golden set")
+    return Bundle(path=root, manifest=manifest, spec=spec, model=model, head=head)

@@ -136,6 +136,22 @@ class LiteRTModel:
             counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
         return counts
 
+    def output_op(self) -> str | None:
+        """The operator that computes the output, looking through (de)quantisation.
+
+        An int8 graph ends e.g. SOFTMAX -> QUANTIZE (int8 -> uint8 output), so the QUANTIZE is
+        skipped. DELEGATE nodes are skipped too: the ops they took over are still listed.
+        """
+        producers: dict[int, dict[str, Any]] = {}
+        for op in self._interp._get_ops_details():
+            if op["op_name"] != "DELEGATE":
+                for t in op["outputs"]:
+                    producers[int(t)] = op
+        op = producers.get(int(self._out_index))
+        while op is not None and op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            op = producers.get(int(op["inputs"][0]))
+        return None if op is None else str(op["op_name"])
+
     def invoke_raw(self, x: np.ndarray) -> np.ndarray:
         """Run on an already quantised input of the exact input shape; return the raw output."""
         self._interp.set_tensor(self._in_index, x)

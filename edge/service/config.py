@@ -13,22 +13,16 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import BlastscopeError
+from edge.service.config_types import FilePath, SourceBase, StrictConfig
 from edge.service.outbox import MIN_RESERVE_BYTES
-from edge.vision.image_io import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from edge.service.sources import KINDS, SourceSpecError, config_union
+from edge.service.sources import parse_source_spec as _parse_source_spec
 
 DEVICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # MQTT topic levels: no wildcards, no leading/trailing slash, no empty level.
@@ -40,105 +34,13 @@ class ConfigError(BlastscopeError):
     """A configuration file or flag that cannot be used."""
 
 
-class _Strict(BaseModel):
-    # strict: TOML has real types, so `threads = true`, `"2"` or `"yes"` are mistakes to
-    # report, never values to coerce (an int is still accepted where a float is expected).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+if TYPE_CHECKING:
+    SourceConfig = SourceBase  # what the code may rely on; each kind narrows it
+else:
+    SourceConfig = config_union()  # every kind in edge.service.sources, by its `kind` key
 
 
-# Paths and pairs arrive from TOML as strings and arrays: those two conversions are wanted.
-FilePath = Annotated[Path, Strict(False)]
-
-
-class RetryConfig(_Strict):
-    """Exponential backoff for a failing source; exhausted -> the daemon exits non-zero."""
-
-    attempts: int = Field(default=5, ge=1, le=1000)
-    initial_s: float = Field(default=1.0, ge=0.01, le=600)
-    max_s: float = Field(default=30.0, ge=0.01, le=3600)
-
-
-class _SourceBase(_Strict):
-    retry: RetryConfig = RetryConfig()
-    interval_s: float = Field(default=0.0, ge=0, le=3600)  # minimum time between frames (pacing)
-
-
-class FolderSourceConfig(_SourceBase):
-    kind: Literal["folder"]
-    path: FilePath
-    watch: bool = False  # keep watching for new files (a slide scanner's output folder)
-    # events: filesystem notifications (inotify), idle costs nothing; poll: list the folder
-    # every poll_s (network shares whose changes made elsewhere raise no local event).
-    watch_method: Literal["events", "poll"] = "events"
-    poll_s: float = Field(default=1.0, ge=0.01, le=3600)
-    # A file's size and mtime must stay unchanged this long before it is read.
-    settle_s: float = Field(default=0.5, ge=0, le=600)
-    # A file that does not decode yet is retried while it is younger than this (a writer that
-    # pauses mid-file), and only then reported as unreadable.
-    incomplete_grace_s: float = Field(default=30.0, ge=0, le=3600)
-    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1024, le=1 << 30)
-    # Width x height read from the file header before decoding: a small file can decode to
-    # gigabytes (a 2.6 MB PNG of 30000x30000 pixels takes 5.4 GB).
-    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1024, le=1 << 31)
-    # Forget this folder's records of processed files at start and classify them all again
-    # (a one-off, `edge run --reprocess`: left in a config, every restart starts over).
-    reprocess: bool = False
-
-
-class VideoSourceConfig(_SourceBase):
-    kind: Literal["video"]
-    path: FilePath
-    stride: int = Field(default=1, ge=1, le=10000)  # classify every n-th frame
-
-
-class CameraSourceConfig(_SourceBase):
-    kind: Literal["camera"]
-    index: int = Field(default=0, ge=0, le=63)
-    width: int | None = Field(default=None, ge=16, le=8192)
-    height: int | None = Field(default=None, ge=16, le=8192)
-    drain_frames: int = Field(default=5, ge=0, le=60)  # buffered frames to skip before a read
-
-
-class PicameraSourceConfig(_SourceBase):
-    kind: Literal["picamera"]
-    camera_num: int = Field(default=0, ge=0, le=7)
-    main_size: Annotated[
-        tuple[Annotated[int, Field(ge=64, le=9152)], Annotated[int, Field(ge=64, le=6944)]],
-        Strict(False),
-    ] = (2028, 1520)
-    lores_size: Annotated[
-        tuple[Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]],
-        Strict(False),
-    ] = (640, 480)
-    inference_stream: Literal["lores", "main"] = "lores"
-    # Fixed (red, blue) white-balance gains, exposure and gain: auto white balance drifts with
-    # the lamp and the stain, and the model was trained on one colour rendering.
-    colour_gains: Annotated[
-        tuple[Annotated[float, Field(gt=0, le=32)], Annotated[float, Field(gt=0, le=32)]],
-        Strict(False),
-    ] = (1.8, 1.6)
-    exposure_time_us: int = Field(default=10000, ge=1, le=10_000_000)
-    analogue_gain: float = Field(default=1.0, ge=1.0, le=64.0)
-    # capture_array can hang (picamera2 #950, #794): a frame not there in time is a failure.
-    frame_timeout_s: float = Field(default=5.0, ge=0.1, le=120)
-
-    @model_validator(mode="after")
-    def _lores_fits(self) -> PicameraSourceConfig:
-        if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
-            raise ValueError(
-                f"lores_size {list(self.lores_size)} must not exceed main_size "
-                f"{list(self.main_size)}"
-            )
-        return self
-
-
-SourceConfig = Annotated[
-    FolderSourceConfig | VideoSourceConfig | CameraSourceConfig | PicameraSourceConfig,
-    Field(discriminator="kind"),
-]
-
-
-class TlsConfig(_Strict):
+class TlsConfig(StrictConfig):
     ca_file: FilePath | None = None  # None: the system's trust store
     cert_file: FilePath | None = None  # client certificate (mutual TLS)
     key_file: FilePath | None = None
@@ -151,7 +53,7 @@ class TlsConfig(_Strict):
         return self
 
 
-class BrokerAddress(_Strict):
+class BrokerAddress(StrictConfig):
     scheme: Literal["mqtt", "mqtts", "embedded"]
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)  # 0 with "embedded": a free port
@@ -200,7 +102,7 @@ def parse_broker_url(text: str) -> BrokerAddress:
     )
 
 
-class MqttConfig(_Strict):
+class MqttConfig(StrictConfig):
     broker: str = "embedded"
     topic_prefix: str = Field(default="blastscope", pattern=PREFIX_PATTERN, max_length=128)
     # Default blastscope-<device>: unique per device (a shared id makes status flap).
@@ -269,7 +171,7 @@ class MqttConfig(_Strict):
         return None
 
 
-class OutboxConfig(_Strict):
+class OutboxConfig(StrictConfig):
     path: FilePath | None = None  # default: $STATE_DIRECTORY or ~/.local/state/blastscope
     max_messages: int = Field(default=100_000, ge=10, le=10_000_000)
     # block: stop classifying until the broker drains it (nothing lost, capture pauses);
@@ -294,7 +196,7 @@ class OutboxConfig(_Strict):
         return value
 
 
-class HealthConfig(_Strict):
+class HealthConfig(StrictConfig):
     interval_s: float = Field(default=30.0, ge=0, le=86400)  # 0: no health messages
     http_port: int = Field(default=0, ge=0, le=65535)  # 0: no /healthz and /metrics server
     http_host: str = "127.0.0.1"
@@ -310,7 +212,7 @@ def default_device_id() -> str:
     return name[:64]
 
 
-class DaemonConfig(_Strict):
+class DaemonConfig(StrictConfig):
     device: str = Field(default_factory=default_device_id, pattern=DEVICE_PATTERN)
     bundle: FilePath
     threads: int = Field(default=2, ge=1, le=64)
@@ -337,17 +239,11 @@ class DaemonConfig(_Strict):
 
 
 def parse_source_spec(text: str) -> dict[str, Any]:
-    """``folder:PATH``, ``video:PATH``, ``camera:N`` or ``picamera[:N]`` -> a source table."""
-    kind, sep, rest = text.partition(":")
-    if kind in ("folder", "video") and sep and rest:
-        return {"kind": kind, "path": rest}
-    if kind == "camera" and rest.isdigit():
-        return {"kind": "camera", "index": int(rest)}
-    if kind == "picamera" and (not sep or rest.isdigit()):
-        return {"kind": "picamera", **({"camera_num": int(rest)} if rest else {})}
-    raise ConfigError(
-        f"--source {text!r}: expected folder:PATH, video:PATH, camera:N or picamera[:N]"
-    )
+    """``folder:PATH``, ``camera:N``, ... (edge.service.sources.spec_help) -> a source table."""
+    try:
+        return _parse_source_spec(text)
+    except SourceSpecError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -399,7 +295,7 @@ def _resolve_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
 def _describe(err: dict[str, Any], data: dict[str, Any]) -> str:
     loc = [str(p) for p in err["loc"]]
     # A discriminated union puts the tag into the path (source.folder.path): drop it.
-    if len(loc) > 1 and loc[0] == "source" and loc[1] in ("folder", "video", "camera", "picamera"):
+    if len(loc) > 1 and loc[0] == "source" and loc[1] in KINDS:
         del loc[1]
     where = ".".join(loc) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")
@@ -411,7 +307,7 @@ def _describe(err: dict[str, Any], data: dict[str, Any]) -> str:
         hint = " (give --source or add a [source] table)" if where == "source" else hint
         return f"{where}: missing{hint}"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return f"{where}: kind must be one of folder, video, camera, picamera; got " + repr(
+        return f"{where}: kind must be one of {', '.join(KINDS)}; got " + repr(
             err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
         )
     msg = msg.replace("Input should be", "should be")

@@ -36,9 +36,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from edge.contracts.messages import status_payload, topic
+from edge.pipeline.priority import yield_to_inference
 from edge.service.config import ConfigError, MqttConfig
 from edge.service.outbox import Outbox, StoredMessage
-from edge.service.priority import yield_to_inference
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ output on every call.
 
 from __future__ import annotations
 
+from typing import Any, get_args
+
 import cv2
 import numpy as np
 
@@ -51,6 +53,13 @@ _INTERPOLATIONS = {
 }
 
 
+def _refuse(step: str, value: object, alias: Any) -> PreprocessError:
+    """Each step's last branch is one named method, never "anything else" (macenko != reinhard)."""
+    return PreprocessError(
+        f"{step} {value!r} is not implemented: expected one of {', '.join(get_args(alias))}"
+    )
+
+
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         dtype = getattr(image, "dtype", type(image).__name__)
@@ -68,6 +77,8 @@ def normalise_colour(image: np.ndarray, method: ColourNormalisation) -> np.ndarr
     """Reinhard colour transfer: per Lab channel, (x - mean) / std * target_std + target_mean."""
     if method == "none":
         return image
+    if method != "reinhard":
+        raise _refuse("colour normalisation", method, ColourNormalisation)
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2Lab).astype(np.float64)
     mean = lab.mean(axis=(0, 1))
     std = np.maximum(lab.std(axis=(0, 1)), 1.0)  # a flat channel is not stretched into noise
@@ -89,6 +100,8 @@ def normalise_contrast(image: np.ndarray, method: Contrast, clip: float, tile: i
     """Equalise the luminance (Y of YCrCb) histogram; chroma, and so stain hue, is untouched."""
     if method == "none":
         return image
+    if method not in ("hist_eq", "clahe"):
+        raise _refuse("contrast", method, Contrast)
     ycrcb = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
     y = np.ascontiguousarray(ycrcb[:, :, 0])
     if method == "hist_eq":
@@ -132,6 +145,8 @@ def resize(
         x0, y0 = (w - cw) // 2, (h - ch) // 2
         crop = image[y0 : y0 + ch, x0 : x0 + cw]
         return cv2.resize(crop, (tw, th), interpolation=interp)
+    if policy != "pad":
+        raise _refuse("resize policy", policy, ResizePolicy)
     # pad: scale the longer side to fit, letterbox the rest with pad_value, centred.
     scale = min(th / h, tw / w)
     nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
@@ -151,6 +166,8 @@ def scale_values(image: np.ndarray, scaling: Scaling) -> np.ndarray:
         return x / np.float32(255.0)
     if scaling == "symmetric":
         return x / np.float32(127.5) - np.float32(1.0)
+    if scaling != "minmax":
+        raise _refuse("scaling", scaling, Scaling)
     lo, hi = float(x.min()), float(x.max())
     if hi == lo:
         return np.zeros_like(x)

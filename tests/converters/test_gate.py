@@ -1,4 +1,9 @@
-"""The gate's arithmetic on known probabilities (no models needed)."""
+"""converters verify's gate on known probabilities (no models needed).
+
+The gate's arithmetic (agreement, recall drops at the margin) is edge.stats.gate, tested in
+tests/edge/stats/test_gate.py; here, what verify adds: probabilities in, the |dp| bound, and
+the numbers its report and manifest record.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import numpy as np
 import pytest
 
 from converters.verify import Thresholds, summarise
+from edge.stats import GateError
 
 
 def _onehot(classes: list[int], n: int = 2, p: float = 0.9) -> np.ndarray:
@@ -19,22 +25,18 @@ def test_identical_models_pass() -> None:
     r = summarise(["a", "b"], y, _onehot(list(y)), _onehot(list(y)), Thresholds())
     assert r["failures"] == [] and r["agreement"] == 1.0 and r["max_abs_dp"] == 0.0
     assert r["accuracy"] == 1.0 and r["accuracy_ci"][1] == 1.0
+    assert r["n_images"] == 100 and [c.label for c in r["per_class"]] == ["a", "b"]
 
 
-def test_one_flip_in_100_is_exactly_at_the_thresholds() -> None:
+def test_a_recall_drop_is_named_and_dp_is_the_largest_probability_change() -> None:
     y = np.array([0] * 100 + [1] * 100)
-    ref = list(y)
-    ours = [*ref]
-    ours[0] = 1  # one class-a image flips: agreement 199/200, recall of a down 1 point
-    r = summarise(["a", "b"], y, _onehot(ours), _onehot(ref), Thresholds())
-    assert r["agreement"] == 0.995
-    [a, b] = r["per_class"]
-    assert a.delta == pytest.approx(-0.01) and b.delta == 0.0
-    assert r["failures"] == []  # "down by more than 1 point" fails, exactly 1 does not
-    ours[1] = 1
-    r = summarise(["a", "b"], y, _onehot(ours), _onehot(ref), Thresholds())
+    ours = list(y)
+    ours[0] = ours[1] = 1  # two class-a images flip: recall of a down 2 points
+    r = summarise(["a", "b"], y, _onehot(ours), _onehot(list(y)), Thresholds())
     assert r["failures"] == ["recall of a down 2.0 points (> 1.0)"]
-    assert r["max_abs_dp"] == pytest.approx(0.8) and r["agreement"] == 0.99
+    assert r["agreement"] == 0.99 and r["accuracy"] == 0.99 and r["reference_accuracy"] == 1.0
+    # A flipped image goes from (0.9, 0.1) to (0.1, 0.9): |dp| 0.8 on 2 of 200 images.
+    assert r["max_abs_dp"] == pytest.approx(0.8) and r["mean_abs_dp"] == pytest.approx(0.008)
 
 
 def test_low_agreement_and_dp_bound_fail_and_absent_class_is_not_gated() -> None:
@@ -45,3 +47,8 @@ def test_low_agreement_and_dp_bound_fail_and_absent_class_is_not_gated() -> None
     assert r["agreement"] == 0.8
     assert r["failures"] == ["top-1 agreement 80.0% < 90.0%", "max |dp| 0.8500 > 0.5"]
     assert [c.recall for c in r["per_class"]] == [0.8, None, None]
+
+
+def test_a_threshold_outside_0_to_1_fails_before_any_image_is_read() -> None:
+    with pytest.raises(GateError, match=r"min_agreement=1\.5 is invalid"):
+        Thresholds(min_agreement=1.5)

@@ -18,7 +18,9 @@ def test_inspect_shows_tensors_quantisation_ops_size_and_status(
     assert main(["inspect", str(bundles["int8"])]) == 0
     out = capsys.readouterr().out
     assert "input        [1, 32, 32, 3] uint8  scale 0.98" in out
-    assert "zero_point 0" in out and "output       [1, 2] uint8  scale 0.00390625" in out
+    assert "zero_point 0" in out and "output       [1, 2] uint8  scale " in out
+    assert "head         logits v1: softmax over 2 logits, temperature 1, thresholds none" in out
+    assert "golden       6 images, parity (raw) 0 (tolerance " in out
     assert "CONV_2D x2" in out and "DELEGATE" not in out  # the graph as written
     assert "size         model " in out and "KiB" in out
     assert "calibration  16 images {'RBC': 8, 'WBC': 8}" in out
@@ -28,6 +30,7 @@ def test_inspect_shows_tensors_quantisation_ops_size_and_status(
     assert info["manifest"]["form"] == "backbone_head"
     assert info["tensors"]["output"]["shape"] == [1, 16]
     assert info["graph"]["ops"]["CONV_2D"] == 2 and "SOFTMAX" not in info["graph"]["ops"]
+    assert info["head"].startswith("dense v1: heads/v1.npz: 16 -> 2 (sha256 ")
     assert info["size_bytes"]["model"] < info["size_bytes"]["bundle"]
     assert info["golden"]["passed"] is True
 

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from converters.int8_prep import (
-    copy_model,
-    correct_biases,
-    fold_input_scaling,
-    snap_weights,
-)
+from converters.int8_prep import correct_biases, fold_input_scaling, snap_weights
 from converters.tf_env import keras, keras_predict, load_keras_model
-from trainer.phases import leaf_layers
+from trainer.graph import copy_model, leaf_layers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_importing_int8_prep_loads_no_trainer_module_but_the_graph_helpers() -> None:
+    """int8_prep edits a saved model: the trainer's config, callbacks and pipeline stay out."""
+    code = (
+        "import json, sys\n"
+        "import converters.int8_prep\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'trainer')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["trainer", "trainer.graph"]
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ from edge.contracts.preprocess_spec import PreprocessSpec
 from edge.model.bundle import load_bundle
 from edge.vision.image_io import list_images, read_image
 from edge.vision.preprocessing import preprocess
-from trainer.phases import leaf_layers
+from trainer.graph import leaf_layers
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]  # ~45 s: two real Lite0 int8 conversions
 

@@ -152,3 +152,22 @@ def test_verify_on_the_test_subset_of_a_split_file(
     assert json.loads(capsys.readouterr().out)["n_images"] == 16
     assert main(["verify", str(bundle)]) == 1
     assert "exactly one of --data DIR and --split-file" in capsys.readouterr().err
+
+
+def test_a_passed_verification_survives_a_temperature_change_but_not_a_label_change(
+    bundles: dict[str, Path], cells_dir: Path, tmp_path: Path
+) -> None:
+    from edge.contracts.manifest import BundleError
+    from edge.model.heads import set_temperature
+
+    bundle = _copy(bundles["int8"], tmp_path)
+    assert main(["verify", str(bundle), "--data", str(cells_dir)]) == 0
+    set_temperature(bundle, 1.5)  # a calibration fitted after the gate: no re-verification
+    loaded = load_bundle(bundle)
+    assert loaded.verified and loaded.manifest.head.temperature == 1.5
+    assert require_golden(loaded) is not None
+    manifest = read_manifest(bundle)
+    manifest.labels = ["WBC", "RBC"]  # re-sealed by a program: the verdict must not carry over
+    write_manifest(bundle, manifest)
+    with pytest.raises(BundleError, match=r"verification record \(passed\) was made for another"):
+        load_bundle(bundle)

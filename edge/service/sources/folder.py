@@ -18,20 +18,26 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
 
 from edge.errors import BlastscopeError
-from edge.service.config import FolderSourceConfig
-from edge.service.sources import Frame, SourceError, channel_warnings
+from edge.pipeline.frames import Frame, SourceError
+from edge.service.config_types import FilePath, SourceBase
 from edge.service.sources.folder_events import FolderEvents, WatchError
+from edge.service.sources.registry import SourceKind
 from edge.vision.file_names import is_valid_utf8, printable_name
 from edge.vision.image_io import (
     IMAGE_SUFFIXES,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
     ImageReadError,
     IncompleteImageError,
     file_kind,
     read_image,
 )
+from edge.vision.quality import channel_warnings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,28 @@ MAINTENANCE_S = 3600.0
 _WAKE_S = 0.5  # events mode: how soon a stop request is noticed when nothing happens
 
 _run_counter = itertools.count(1)
+
+
+class FolderSourceConfig(SourceBase):
+    kind: Literal["folder"]
+    path: FilePath
+    watch: bool = False  # keep watching for new files (a slide scanner's output folder)
+    # events: filesystem notifications (inotify), idle costs nothing; poll: list the folder
+    # every poll_s (network shares whose changes made elsewhere raise no local event).
+    watch_method: Literal["events", "poll"] = "events"
+    poll_s: float = Field(default=1.0, ge=0.01, le=3600)
+    # A file's size and mtime must stay unchanged this long before it is read.
+    settle_s: float = Field(default=0.5, ge=0, le=600)
+    # A file that does not decode yet is retried while it is younger than this (a writer that
+    # pauses mid-file), and only then reported as unreadable.
+    incomplete_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1024, le=1 << 30)
+    # Width x height read from the file header before decoding: a small file can decode to
+    # gigabytes (a 2.6 MB PNG of 30000x30000 pixels takes 5.4 GB).
+    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1024, le=1 << 31)
+    # Forget this folder's records of processed files at start and classify them all again
+    # (a one-off, `edge run --reprocess`: left in a config, every restart starts over).
+    reprocess: bool = False
 
 
 class SeenRecords(Protocol):
@@ -437,3 +465,16 @@ def _dangling_link(path: str, name: str) -> _Entry | None:
         return None  # removed between listing and looking
     problem = f"a symbolic link to {printable_name(target)}, which does not exist"
     return _Entry(name, 0, mtime_ns, problem)
+
+
+def _parse(rest: str) -> dict[str, Any] | None:
+    return {"kind": "folder", "path": rest} if rest else None
+
+
+KIND = SourceKind(
+    "folder",
+    FolderSourceConfig,
+    lambda cfg, ctx: FolderSource(cfg, ctx.once, ctx.seen, ctx.retention_s),
+    _parse,
+    "folder:PATH",
+)

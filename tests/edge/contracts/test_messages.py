@@ -9,12 +9,21 @@ import jsonschema
 import pytest
 
 from edge.contracts.messages import (
-    error_body,
-    frame_info,
+    frame_ref,
     load_schema,
+    result_message,
     status_payload,
     validate_payload,
     with_identity,
+)
+from edge.contracts.results import (
+    CellResult,
+    Decision,
+    ErrorResult,
+    FrameRef,
+    FrameResult,
+    Note,
+    Scores,
 )
 
 MODEL = {
@@ -24,7 +33,10 @@ MODEL = {
     "verification": "passed",
     "preprocessing_sha256": "b" * 64,
 }
-FRAME = frame_info("f1", "folder:/data/f1.jpg", 1_700_000_000.5, (480, 640))
+REF = FrameRef("f1", "folder:/data/f1.jpg", 1_700_000_000.5, width=640, height=480)
+FRAME = frame_ref(REF)
+SCORES = Scores.of(["HEM", "ALL"], [0.1, 0.9])
+TIMING = {"preprocess": 1.0, "inference": 2.0, "total": 3.5}
 
 
 def _result(**changes):  # type: ignore[no-untyped-def]
@@ -37,6 +49,7 @@ def _result(**changes):  # type: ignore[no-untyped-def]
         "label": "ALL",
         "score": 0.9,
         "probabilities": {"HEM": 0.1, "ALL": 0.9},
+        "decision": {"outcome": "label", "reasons": []},
         "model": MODEL,
         "camera": None,
         "timing_ms": {"preprocess": 1.0, "inference": 2.0, "total": 3.5},
@@ -50,12 +63,49 @@ def test_schemas_are_valid_draft_2020_12(kind: str) -> None:
     jsonschema.Draft202012Validator.check_schema(load_schema(kind))  # type: ignore[arg-type]
 
 
-def test_frame_result_and_error_event_validate() -> None:
+def _message(result, seq: int = 8):  # type: ignore[no-untyped-def]
+    body = result_message(result, device="scope-01", model=MODEL, camera=None)
+    return validate_payload("result", with_identity(body, seq, str(uuid.uuid4())))
+
+
+def test_typed_results_become_messages_that_validate() -> None:
     validate_payload("result", _result())
-    error = error_body(
-        device="scope-01", frame=FRAME, stage="read", reason="f1.jpg: empty", model=MODEL
-    )
-    validate_payload("result", json.loads(with_identity(error, 8, str(uuid.uuid4()))))
+    frame = _message(FrameResult(REF, SCORES, Decision(), TIMING))
+    assert frame["kind"] == "frame" and frame["label"] == "ALL" and frame["score"] == 0.9
+    assert frame["probabilities"] == {"HEM": 0.1, "ALL": 0.9}
+    assert frame["decision"] == {"outcome": "label", "reasons": []}
+    assert frame["frame"] == {
+        "id": "f1",
+        "origin": "folder:/data/f1.jpg",
+        "captured_at": "2023-11-14T22:13:20.500Z",
+        "height": 480,
+        "width": 640,
+    }
+    review = Decision("needs_review", ("low confidence: ALL 0.90 < 0.95",))
+    cell = _message(CellResult(REF, 3, (10, 20, 64, 64), SCORES, review, True, TIMING))
+    assert cell["kind"] == "cell" and cell["frame"]["id"] == "f1"
+    assert cell["cell"] == {"index": 3, "bbox": [10, 20, 64, 64], "cut_by_edge": True}
+    assert cell["decision"]["outcome"] == "needs_review"
+    note = Note("channels_mismatch", "greyscale frame; the model was trained on colour")
+    error = _message(ErrorResult(REF, "read", "f1.jpg: empty", (note,)))
+    assert error["error"] == {"stage": "read", "reason": "f1.jpg: empty"}
+    assert "decision" not in error and error["warnings"][0]["code"] == "channels_mismatch"
+
+
+def test_scores_and_decisions_check_themselves() -> None:
+    assert (SCORES.label, SCORES.score, SCORES.top) == ("ALL", 0.9, 1)
+    assert Scores.of(["a", "b"], [0.5, 0.5]).label == "a"  # a tie: the first
+    with pytest.raises(ValueError, match="2 labels for 3 probabilities"):
+        Scores.of(["a", "b"], [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="decision outcome 'maybe'"):
+        Decision("maybe")  # type: ignore[arg-type]
+
+
+def test_a_decision_is_required_beside_the_scores() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate_payload("result", {k: v for k, v in _result().items() if k != "decision"})
+    with pytest.raises(jsonschema.ValidationError):
+        validate_payload("result", _result(decision={"outcome": "probably", "reasons": []}))
 
 
 def test_cell_kind_is_distinct_from_frame() -> None:

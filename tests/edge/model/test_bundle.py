@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,6 @@ import pytest
 
 from edge.contracts.manifest import (
     BundleError,
-    Manifest,
     Verification,
     read_manifest,
     write_manifest,
@@ -23,6 +20,7 @@ from edge.model.bundle import load_bundle
 from edge.model.bundle_writer import write_bundle
 from edge.model.golden import GoldenMismatchError, check_golden, require_golden
 from edge.vision.preprocessing import preprocess
+from tests.edge.model.manifest_edits import edit_manifest as _edit_manifest
 
 SPEC = PreprocessSpec(height=32, width=32, contrast="clahe")
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,22 +31,6 @@ def _write(tmp_path: Path, model: bytes, **kw) -> Path:  # type: ignore[no-untyp
     kw.setdefault("labels", ["HEM", "ALL"])
     write_bundle(out, model, name="tiny", spec=SPEC, quantization="float32", **kw)
     return out
-
-
-def _edit_manifest(path: Path, reseal: bool = True, **changes) -> None:  # type: ignore[no-untyped-def]
-    """Change manifest fields; reseal: recompute the digest, as a program using
-    edge.contracts.manifest.write_manifest would (to reach the checks behind the digest)."""
-    data = json.loads((path / "manifest.json").read_text())
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    if reseal:
-        # An invalid manifest keeps its digest: the schema check comes before the digest's.
-        with contextlib.suppress(ValueError):
-            data["digest"] = Manifest.model_validate(data).compute_digest()
-    (path / "manifest.json").write_text(json.dumps(data))
 
 
 def test_write_then_load_and_classify_real_image(tmp_path, tiny_tflite, field_image) -> None:  # type: ignore[no-untyped-def]
@@ -121,7 +103,7 @@ def test_refuses_unknown_schema_version(tmp_path, tiny_tflite) -> None:  # type:
     path = _write(tmp_path, tiny_tflite)
     _edit_manifest(path, schema_version=7)
     with pytest.raises(
-        BundleError, match="schema_version 7 is unknown; this blastscope reads version 2"
+        BundleError, match="schema_version 7 is unknown; this blastscope reads versions 2 and 3"
     ):
         load_bundle(path)
 
@@ -155,21 +137,23 @@ def test_refuses_a_model_that_is_not_tflite(tmp_path, tiny_tflite) -> None:  # t
         load_bundle(path)
 
 
-def test_backbone_head_form_checks_head_shape(tmp_path, tiny_tflite, field_image) -> None:  # type: ignore[no-untyped-def]
-    # Treat the tiny model's 2 outputs as a 2-d embedding and put a 2->3 head on it.
-    kernel = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]], np.float32)
-    path = _write(
-        tmp_path, tiny_tflite, labels=["a", "b", "c"], head=(kernel, np.zeros(3, np.float32))
-    )
+def test_backbone_head_form_checks_head_shape(tmp_path, backbone_tflite, field_image) -> None:  # type: ignore[no-untyped-def]
+    # The tiny backbone emits 16-d embeddings; put a 16 -> 3 head on them.
+    model, _, _ = backbone_tflite
+    kernel = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    path = _write(tmp_path, model, labels=["a", "b", "c"], head=(kernel, np.zeros(3, np.float32)))
     bundle = load_bundle(path)
     x = preprocess(field_image, SPEC)
     emb = bundle.embeddings(x)
-    logits = emb @ kernel
+    logits = emb.astype(np.float64) @ kernel
     np.testing.assert_allclose(
         bundle.probabilities(x), np.exp(logits) / np.exp(logits).sum(), rtol=1e-5
     )
-    np.savez(path / "head.npz", kernel=np.zeros((5, 3), np.float32), bias=np.zeros(3, np.float32))
-    with pytest.raises(BundleError, match=r"head\.npz: sha256"):
+    from edge.model.heads import write_head
+
+    sha = write_head(path / "heads" / "v1.npz", np.zeros((5, 3)), np.zeros(3), ["a", "b", "c"])
+    _edit_manifest(path, head={"sha256": sha})
+    with pytest.raises(BundleError, match="the graph emits 16 features but the head takes 5"):
         load_bundle(path)
 
 
@@ -224,21 +208,22 @@ def test_golden_parity_with_the_export_is_checked_tightly(
         tmp_path, tiny_tflite, golden={"images": images, "preprocessed": pre, "expected": ref}
     )
     bundle = load_bundle(path)
+    # A float32 graph whose raw outputs (a softmax here) stay within 1: 1e-3 of that.
     assert bundle.manifest.golden.parity_atol == 1e-3  # type: ignore[union-attr]
     report = require_golden(bundle)
     assert report is not None and report.parity_dp is not None and report.parity_dp < 1e-6
     assert 0.009 < report.max_abs_dp < 0.011
-    # ...but a device whose outputs drift from the export by more than parity_atol is refused.
+    # ...but a device whose raw outputs drift from the export by more than parity_atol is refused.
     with np.load(path / "golden.npz") as data:
         arrays = {k: data[k] for k in data.files}
-    arrays["bundle_expected"] = arrays["bundle_expected"] + 0.005
-    from edge.model.golden import write_golden
+    arrays["raw_expected"] = arrays["raw_expected"] + 0.005
+    np.savez_compressed(path / "golden.npz", **arrays)
+    from edge.contracts.manifest import sha256_file
 
-    sha, _ = write_golden(path / "golden.npz", **arrays)
-    _edit_manifest(path, golden={"sha256": sha})
+    _edit_manifest(path, golden={"sha256": sha256_file(path / "golden.npz")})
     drifted = check_golden(load_bundle(path))
     assert drifted is not None and not drifted.parity_ok and not drifted.passed
-    assert "parity with export max |dp| 0.0050" in drifted.summary()
+    assert "parity with export (raw graph output, max |d| 0.0050" in drifted.summary()
 
 
 def _verified_golden_bundle(tmp_path: Path, model: bytes, field_paths: list[Path]) -> Path:
@@ -253,7 +238,7 @@ def _verified_golden_bundle(tmp_path: Path, model: bytes, field_paths: list[Path
         tmp_path, model, golden={"images": images, "preprocessed": pre, "expected": expected}
     )
     manifest = read_manifest(path)
-    manifest.verification = Verification(status="passed", digest=manifest.answer_digest())
+    manifest.verification = Verification(status="passed", digest=manifest.graph_digest())
     write_manifest(path, manifest)
     return path
 
@@ -263,13 +248,13 @@ def _verified_golden_bundle(tmp_path: Path, model: bytes, field_paths: list[Path
     [
         {"labels": ["ALL", "HEM"]},  # two labels swapped: every frame published as the other
         {"preprocessing": {"contrast": "none"}},
-        {"temperature": 2.0},
+        {"head": {"version": 2}},
         {"output": {"scale": 0.5}},
         {"input_range": [0.0, 1.0]},
         {"golden": {"atol": 1.0}},
         {"verification": {"status": "failed"}},  # (the other way round is refused too)
     ],
-    ids=["labels", "preprocessing", "temperature", "output", "input_range", "golden", "verdict"],
+    ids=["labels", "preprocessing", "head", "output", "input_range", "golden", "verdict"],
 )
 def test_a_hand_edit_of_anything_that_changes_an_answer_is_refused(
     tmp_path, tiny_tflite, field_paths, change

@@ -51,7 +51,7 @@ def test_bad_broker_url_names_the_problem() -> None:
 
 
 def test_source_kind_and_source_keys_are_checked() -> None:
-    assert "source: kind must be one of folder, video, camera, picamera; got 'usb'" in _error(
+    assert "source: kind must be one of camera, folder, picamera, video; got 'usb'" in _error(
         {**BASE, "source": {"kind": "usb"}}
     )
     msg = _error({**BASE, "source": {"kind": "picamera", "colour_gains": [0, 1.5]}})
@@ -109,7 +109,9 @@ def test_url_and_source_spec_parsing() -> None:
     assert parse_broker_url("embedded:1999").port == 1999
     assert parse_source_spec("camera:2") == {"kind": "camera", "index": 2}
     assert parse_source_spec("picamera") == {"kind": "picamera"}
-    with pytest.raises(ConfigError, match="expected folder:PATH"):
+    with pytest.raises(
+        ConfigError, match=r"expected camera:N, folder:PATH, picamera\[:N\] or video:PATH"
+    ):
         parse_source_spec("usb:0")
 
 

@@ -168,7 +168,7 @@ def test_a_crash_leaves_failed_with_its_reason_never_stopped(
 
     frames = frame_folder(tmp_path / "frames", field_paths, 6)
     cfg = load_config(None, daemon_config(bundle, frames, mosquitto, tmp_path))
-    real = edge.service.daemon.Daemon._classify
+    real = edge.service.daemon.Daemon._process
     calls = {"n": 0}
 
     def faulty(self, item):  # type: ignore[no-untyped-def]
@@ -177,7 +177,7 @@ def test_a_crash_leaves_failed_with_its_reason_never_stopped(
             raise RuntimeError("injected fault")
         return real(self, item)
 
-    monkeypatch.setattr(edge.service.daemon.Daemon, "_classify", faulty)
+    monkeypatch.setattr(edge.service.daemon.Daemon, "_process", faulty)
     sub = Collector(mosquitto)
     assert run(cfg, once=True) == 1
     assert sub.wait(lambda: sub.states("scope-t")[-1:] == ["failed"], 10), sub.states("scope-t")
@@ -197,7 +197,7 @@ def test_a_bundle_that_failed_verification_is_refused(
     tmp_path: Path, bundle: Path, field_paths: list[Path], mosquitto: Mosquitto, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     manifest = read_manifest(bundle)
-    manifest.verification = Verification(status="failed", digest=manifest.answer_digest())
+    manifest.verification = Verification(status="failed", digest=manifest.graph_digest())
     write_manifest(bundle, manifest)  # as `converters verify` leaves a bundle that failed
     frames = frame_folder(tmp_path / "frames", field_paths, 2)
     conf = write_config(tmp_path / "d.toml", daemon_config(bundle, frames, mosquitto, tmp_path))

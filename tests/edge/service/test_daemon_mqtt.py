@@ -290,3 +290,30 @@ def test_source_failure_is_reported_on_status_and_recovers(
     final = sub.of("status", "scope-t")[-1]
     assert "source_retrying" not in {w["code"] for w in final["warnings"]}
     sub.close()
+
+
+def test_a_new_head_version_is_used_without_a_re_export_and_named_in_every_result(
+    tmp_path: Path, bundle: Path, field_paths: list[Path], mosquitto: Mosquitto
+) -> None:
+    """Temperature and thresholds are float post-processing: a new head version starts, is
+    named in each result (model.head_version) and drives the decision step."""
+    from edge.model.heads import write_head_version
+
+    write_head_version(bundle, temperature=2.0, thresholds={"min_confidence": 0.999})
+    b = load_bundle(bundle)
+    assert b.manifest.head.version == 2
+    frames = frame_folder(tmp_path / "frames", field_paths, 3)
+    conf = write_config(tmp_path / "d.toml", daemon_config(bundle, frames, mosquitto, tmp_path))
+    sub = Collector(mosquitto)
+    assert main(["run", "--config", str(conf), "--once"]) == 0
+    assert sub.wait_results(3, 10)
+    for r in sub.distinct_results("scope-t"):
+        validate_payload("result", r)
+        assert r["model"]["head_version"] == 2
+        # Temperature 2 on the tiny model's logits keeps every answer below 0.999.
+        assert r["score"] < 0.999 and r["decision"]["outcome"] == "needs_review"
+        assert r["decision"]["reasons"][0].startswith("low confidence:")
+        expected = b.probabilities(b.prepare(read_image(Path(r["frame"]["origin"][7:]))))
+        got = [r["probabilities"][k] for k in b.labels]
+        assert np.allclose(got, expected, atol=1e-5)
+    sub.close()

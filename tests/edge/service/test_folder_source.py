@@ -24,8 +24,9 @@ import pytest
 
 from edge.service.config import validate
 from edge.service.outbox import Outbox
-from edge.service.sources import Frame, channel_warnings, open_source
+from edge.service.sources import Frame, open_source
 from edge.vision.file_names import printable_name
+from edge.vision.quality import channel_warnings
 from tests.edge.daemon_helpers import ROOT, frame_folder
 from tests.edge.image_files import grey_jpeg
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from edge.service.config import validate
-from edge.service.sources import PicameraSource, SourceError, open_source, read_fresh
+from edge.service.sources import SourceError, open_source
+from edge.service.sources.camera import read_fresh
+from edge.service.sources.picamera import PicameraSource
 from edge.vision.image_io import read_image
 from tests.edge.daemon_helpers import frame_folder
 
