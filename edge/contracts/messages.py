@@ -10,6 +10,10 @@ Topics, under a configurable prefix and the device id:
   ``stopped`` (a clean exit) / ``failed`` (a fatal error, with its reason), with the current
   warnings (unverified bundle, source retrying, outbox full, disk full, refused results...).
 - ``<prefix>/<device>/health`` — periodic counters, queue depths and latency percentiles.
+- ``<prefix>/<device>/slide`` — retained: the open slide's counts and blast fraction.
+- ``<prefix>/<device>/correction``, ``.../command`` — from the lab (the dashboard, the only
+  user the shipped ACL lets write them): a reviewer's corrected label, a command (open or
+  close a slide, fine-tune); ``.../reply`` — the device's answer to each.
 
 The JSON Schemas in edge/contracts/schemas/ are the reference; tests validate real messages
 against them.
@@ -26,8 +30,9 @@ from typing import Any, Literal
 from edge.contracts.results import CellResult, ErrorResult, FrameRef, FrameResult, Result
 
 SCHEMA_VERSION = 1
-KINDS = ("result", "status", "health")
-Kind = Literal["result", "status", "health"]
+KINDS = ("result", "status", "health", "slide", "reply", "correction", "command")
+# result, status, health, slide, reply: device -> lab; correction, command: lab -> device.
+Kind = Literal["result", "status", "health", "slide", "reply", "correction", "command"]
 
 
 def topic(prefix: str, device: str, kind: Kind) -> str:
